@@ -1,0 +1,143 @@
+"""Settings: one frozen dataclass built from CLI flags > MMDEMO_* environment > auto-detection."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+
+def default_model_dir() -> Path:
+    """Where local model directories live: MMDEMO_MODEL_DIR, else under HF_HOME (persistent on Spaces)."""
+    explicit = os.environ.get("MMDEMO_MODEL_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    hf_home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return Path(hf_home) / "mmdemo" / "models"
+
+
+def _env_flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+
+
+def parse_bytes(text: str) -> int:
+    """Parse '8GB', '512MiB', '1.5G' or a plain number of bytes."""
+    cleaned = text.strip().upper().replace(" ", "")
+    units = {
+        "TIB": 1024**4, "GIB": 1024**3, "MIB": 1024**2, "KIB": 1024,
+        "TB": 1000**4, "GB": 1000**3, "MB": 1000**2, "KB": 1000,
+        "T": 1024**4, "G": 1024**3, "M": 1024**2, "K": 1024, "B": 1,
+    }
+    for suffix, factor in units.items():
+        if cleaned.endswith(suffix):
+            number = cleaned[: -len(suffix)]
+            break
+    else:
+        number, factor = cleaned, 1
+    try:
+        value = float(number)
+    except ValueError as e:
+        raise ValueError(f"Cannot read {text!r} as a size: use bytes or a unit such as 8GB or 512MiB") from e
+    if value <= 0:
+        raise ValueError(f"Size must be positive, got {text!r}")
+    return int(value * factor)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that can be configured, each field with its env var and CLI flag."""
+
+    device: str = "auto"  # MMDEMO_DEVICE / --device: auto, cuda, cuda:1, mps or cpu
+    dtype: str = "auto"  # MMDEMO_DTYPE / --dtype: auto, float32, float16 or bfloat16
+    memory_budget: int | None = None  # MMDEMO_MEMORY_BUDGET / --memory-budget: bytes; None derives it from the device
+    model_dir: Path = field(default_factory=default_model_dir)  # MMDEMO_MODEL_DIR / --model-dir
+    preload: tuple[str, ...] = ()  # MMDEMO_PRELOAD / --preload: task names whose default models load at start
+    allow_custom_models: bool = False  # MMDEMO_ALLOW_CUSTOM_MODELS: free-text model ids beyond the curated lists
+    max_audio_seconds: float = 600.0  # MMDEMO_MAX_AUDIO_SECONDS: longer recordings are refused
+    max_image_pixels: int = 40_000_000  # MMDEMO_MAX_IMAGE_PIXELS: larger images are refused before decoding
+    max_text_chars: int = 2_000  # MMDEMO_MAX_TEXT_CHARS: longest question, prefix or label list
+    max_labels: int = 50  # MMDEMO_MAX_LABELS: most candidate labels for zero-shot classification
+    hub_timeout: float = 3.0  # MMDEMO_HUB_TIMEOUT: seconds to wait when probing whether the hub is reachable
+    host: str = "127.0.0.1"  # MMDEMO_HOST / --host (0.0.0.0 on Spaces)
+    port: int = 7860  # MMDEMO_PORT / --port
+    concurrency: int = 2  # MMDEMO_CONCURRENCY: requests a tab runs at the same time
+    max_queue: int = 64  # MMDEMO_MAX_QUEUE: waiting requests before visitors are told the app is busy
+
+
+_ENV: dict[str, tuple[str, object]] = {
+    "device": ("MMDEMO_DEVICE", str),
+    "dtype": ("MMDEMO_DTYPE", str),
+    "memory_budget": ("MMDEMO_MEMORY_BUDGET", parse_bytes),
+    "model_dir": ("MMDEMO_MODEL_DIR", lambda v: Path(v).expanduser()),
+    "preload": ("MMDEMO_PRELOAD", lambda v: tuple(x.strip() for x in v.split(",") if x.strip())),
+    "allow_custom_models": ("MMDEMO_ALLOW_CUSTOM_MODELS", lambda v: v.strip().lower() in {"1", "true", "yes", "on"}),
+    "max_audio_seconds": ("MMDEMO_MAX_AUDIO_SECONDS", float),
+    "max_image_pixels": ("MMDEMO_MAX_IMAGE_PIXELS", int),
+    "max_text_chars": ("MMDEMO_MAX_TEXT_CHARS", int),
+    "max_labels": ("MMDEMO_MAX_LABELS", int),
+    "hub_timeout": ("MMDEMO_HUB_TIMEOUT", float),
+    "host": ("MMDEMO_HOST", str),
+    "port": ("MMDEMO_PORT", int),
+    "concurrency": ("MMDEMO_CONCURRENCY", int),
+    "max_queue": ("MMDEMO_MAX_QUEUE", int),
+}
+
+
+def env_var(field_name: str) -> str:
+    """The environment variable that sets a Settings field."""
+    return _ENV[field_name][0]
+
+
+def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
+    """Settings from MMDEMO_* variables, defaults elsewhere."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, (var, convert) in _ENV.items():
+        raw = environ.get(var)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            values[name] = convert(raw)  # type: ignore[operator]
+        except ValueError as e:
+            raise ValueError(f"{var}={raw!r} is not valid: {e}") from e
+    return Settings(**values)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="app.py", description="mmdemo: multimodal transformers demos in one Gradio app")
+    parser.add_argument("--device", help="auto, cuda, cuda:N, mps or cpu (env MMDEMO_DEVICE)")
+    parser.add_argument("--dtype", help="auto, float32, float16 or bfloat16 (env MMDEMO_DTYPE)")
+    parser.add_argument("--memory-budget", type=parse_bytes, help="model cache budget, e.g. 6GB (env MMDEMO_MEMORY_BUDGET)")
+    parser.add_argument("--model-dir", type=Path, help="local model directories <org>/<name> (env MMDEMO_MODEL_DIR)")
+    parser.add_argument(
+        "--preload", nargs="*", metavar="TASK",
+        help="load these tasks' default models at start; no names means all tasks (env MMDEMO_PRELOAD)",
+    )
+    parser.add_argument("--host", help="interface to serve on (env MMDEMO_HOST)")
+    parser.add_argument("--port", type=int, help="port to serve on (env MMDEMO_PORT)")
+    return parser
+
+
+def settings_from_args(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Settings from CLI flags over the environment."""
+    args = build_arg_parser().parse_args(argv)
+    settings = settings_from_env(environ)
+    overrides = {
+        name: getattr(args, name)
+        for name in ("device", "dtype", "memory_budget", "model_dir", "host", "port")
+        if getattr(args, name) is not None
+    }
+    if args.preload is not None:
+        overrides["preload"] = tuple(args.preload) or ("all",)
+    return replace(settings, **overrides)
+
+
+SETTING_NAMES = tuple(f.name for f in fields(Settings))

@@ -1,0 +1,128 @@
+"""Loading a checkpoint directory into a model bundle (model + processor) on a device.
+
+A bundle depends only on the checkpoint (its config names the architecture), so every task that asks
+for the same model id gets the same bundle and the cache can share it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmdemo.devices import device_map_for
+from mmdemo.errors import ModelUnavailableError
+from mmdemo.sources import WEIGHT_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+
+
+@dataclass
+class ModelBundle:
+    """A model ready for inference and what turns raw inputs into its tensors."""
+
+    model: torch.nn.Module
+    processor: Any  # a transformers processor, or a tokenizer / image processor / feature extractor
+    architecture: str
+    tokenizer: Any = None  # set where the processor alone does not decode (ViT-GPT2)
+    nbytes: int = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def prepare(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Move a processor's output to the model's device, floats cast to the model's dtype."""
+        device, dtype = self.device, self.dtype
+        return {
+            name: (value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device))
+            if isinstance(value, torch.Tensor) else value
+            for name, value in batch.items()
+        }
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelUnavailableError(f"{path} has no readable config.json: is it a transformers checkpoint?") from e
+
+
+def architecture_of(path: Path) -> str:
+    architectures = read_config(path).get("architectures") or []
+    if not architectures:
+        raise ModelUnavailableError(f"The config.json in {path} names no architecture")
+    return architectures[0]
+
+
+def estimate_nbytes(path: Path, dtype: torch.dtype) -> int:
+    """Expected in-memory size: weight files scaled from their stored precision to `dtype`."""
+    files = [p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES]
+    if any(p.suffix == ".safetensors" for p in files):
+        files = [p for p in files if p.suffix == ".safetensors"]
+    stored = read_config(path).get("dtype") or read_config(path).get("torch_dtype") or "float32"
+    scale = _DTYPE_BYTES.get(str(dtype).removeprefix("torch."), 4) / _DTYPE_BYTES.get(str(stored), 4)
+    return int(sum(p.stat().st_size for p in files) * scale)
+
+
+def _model_class(architecture: str, allowed: frozenset[str]) -> type:
+    import transformers
+
+    if architecture not in allowed:
+        raise ModelUnavailableError(
+            f"This tab cannot run a {architecture} model; it supports {', '.join(sorted(allowed))}"
+        )
+    cls = getattr(transformers, architecture, None)
+    if cls is None:
+        raise ModelUnavailableError(f"transformers {transformers.__version__} has no {architecture}")
+    return cls
+
+
+def _load_processor(path: Path, architecture: str) -> tuple[Any, Any]:
+    """The processor for an architecture, and a separate tokenizer where it is needed for decoding."""
+    import transformers
+
+    if architecture == "VisionEncoderDecoderModel":
+        # AutoProcessor returns only the tokenizer for ViT-GPT2: load both halves.
+        return (transformers.AutoImageProcessor.from_pretrained(path),
+                transformers.AutoTokenizer.from_pretrained(path))
+    if architecture.endswith("ForSequenceClassification") and not architecture.startswith(("Wav2Vec2", "Hubert")):
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        return tokenizer, tokenizer
+    if architecture.startswith(("Wav2Vec2", "Hubert")):
+        return transformers.AutoFeatureExtractor.from_pretrained(path), None
+    processor = transformers.AutoProcessor.from_pretrained(path)
+    return processor, getattr(processor, "tokenizer", None)
+
+
+def load_bundle(path: Path, *, device: str, dtype: torch.dtype, allowed: frozenset[str]) -> ModelBundle:
+    """Load the checkpoint in `path` onto `device` in `dtype`, in eval mode.
+
+    Weights go straight to their device (accelerate's device map) rather than through a full CPU copy.
+    Never runs code from the checkpoint (no trust_remote_code).
+    """
+    architecture = architecture_of(path)
+    cls = _model_class(architecture, allowed)
+    try:
+        model = cls.from_pretrained(path, dtype=dtype, device_map=device_map_for(device))
+        processor, tokenizer = _load_processor(path, architecture)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise ModelUnavailableError(
+            f"Loading {path.name} failed ({type(e).__name__}): its files look incomplete or corrupt"
+        ) from e
+    model.eval()
+    from mmdemo.cache import measure_nbytes
+
+    return ModelBundle(model=model, processor=processor, architecture=architecture, tokenizer=tokenizer,
+                       nbytes=measure_nbytes(model))

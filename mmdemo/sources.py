@@ -1,0 +1,147 @@
+"""Where a model's files come from: a local directory, the Hugging Face cache, or the hub.
+
+The hub is probed once (quickly) and the answer remembered, so that on a machine without network
+no visitor waits for huggingface_hub's retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from mmdemo.errors import ModelUnavailableError
+
+log = logging.getLogger(__name__)
+
+# Files a transformers checkpoint needs; everything else in a repo (other frameworks, ONNX, ...) is skipped.
+CHECKPOINT_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.txt",
+    "*.model",
+    "*.tiktoken",
+    "merges.txt",
+]
+LEGACY_WEIGHT_PATTERNS = ["pytorch_model*.bin"]
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+RECHECK_UNREACHABLE_SECONDS = 300.0
+
+
+def hub_offline_by_setting() -> bool:
+    """True when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) asks for no network."""
+    return any(os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
+               for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+class HubProbe:
+    """Remembers whether the hub answers, asking at most every few minutes when it did not."""
+
+    def __init__(self, timeout: float = 3.0) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._reachable: bool | None = None
+        self._checked_at = 0.0
+
+    def reachable(self) -> bool:
+        if hub_offline_by_setting():
+            return False
+        with self._lock:
+            stale = self._reachable is False and time.monotonic() - self._checked_at > RECHECK_UNREACHABLE_SECONDS
+            if self._reachable is None or stale:
+                self._reachable = self._ask()
+                self._checked_at = time.monotonic()
+                if not self._reachable:
+                    log.warning("The Hugging Face hub is unreachable; only local models can be loaded")
+            return self._reachable
+
+    def _ask(self) -> bool:
+        import httpx
+        from huggingface_hub import constants
+
+        try:
+            httpx.head(constants.ENDPOINT, timeout=self.timeout, follow_redirects=True)
+        except httpx.HTTPError:
+            return False
+        return True
+
+
+def local_model_dir(model_dir: Path, model_id: str) -> Path:
+    """The directory `<model_dir>/<org>/<name>` for a model id, refusing ids that would escape it."""
+    parts = model_id.split("/")
+    if not model_id or any(part in {"", ".", ".."} for part in parts) or len(parts) > 2 or "\\" in model_id:
+        raise ModelUnavailableError(f"{model_id!r} is not a valid model id: use <org>/<name>")
+    return model_dir.joinpath(*parts)
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir())
+
+
+class ModelLocator:
+    """Finds a model's files: `<model_dir>/<org>/<name>` first, then the hub (or its local cache)."""
+
+    def __init__(self, model_dir: Path, probe: HubProbe | None = None) -> None:
+        self.model_dir = model_dir
+        self.probe = probe or HubProbe()
+
+    def is_local(self, model_id: str) -> bool:
+        """Whether the model can be loaded without network (local directory or the hub cache)."""
+        try:
+            if is_checkpoint_dir(local_model_dir(self.model_dir, model_id)):
+                return True
+        except (ModelUnavailableError, OSError):
+            return False
+        return self._from_hub_cache(model_id, None) is not None
+
+    def locate(self, model_id: str, revision: str | None = None) -> Path:
+        """A local directory holding the checkpoint, downloading it if needed and possible.
+
+        Raises:
+            ModelUnavailableError: with a message naming the model and how to provide it.
+        """
+        local = local_model_dir(self.model_dir, model_id)
+        if local.is_dir() and is_checkpoint_dir(local):
+            return local
+        if not self.probe.reachable():
+            cached = self._from_hub_cache(model_id, revision)
+            if cached is not None:
+                return cached
+            why = "HF_HUB_OFFLINE is set" if hub_offline_by_setting() else "the Hugging Face hub is unreachable"
+            raise ModelUnavailableError(
+                f"{model_id} is not available offline ({why}): put the checkpoint in {local} or connect to the hub"
+            )
+        return self._download(model_id, revision)
+
+    def _from_hub_cache(self, model_id: str, revision: str | None) -> Path | None:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            path = Path(snapshot_download(model_id, revision=revision, allow_patterns=CHECKPOINT_PATTERNS,
+                                          local_files_only=True))
+        except (LocalEntryNotFoundError, OSError, ValueError):
+            return None
+        return path if is_checkpoint_dir(path) else None
+
+    def _download(self, model_id: str, revision: str | None) -> Path:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+        try:
+            path = Path(snapshot_download(model_id, revision=revision, allow_patterns=CHECKPOINT_PATTERNS))
+            if not is_checkpoint_dir(path):  # an old repository with pickled weights only
+                path = Path(snapshot_download(model_id, revision=revision,
+                                              allow_patterns=CHECKPOINT_PATTERNS + LEGACY_WEIGHT_PATTERNS))
+        except (RepositoryNotFoundError, RevisionNotFoundError) as e:
+            raise ModelUnavailableError(f"{model_id} was not found on the Hugging Face hub: check the id") from e
+        except (HfHubHTTPError, OSError) as e:
+            raise ModelUnavailableError(
+                f"Downloading {model_id} failed ({type(e).__name__}): check the network or put it in "
+                f"{local_model_dir(self.model_dir, model_id)}"
+            ) from e
+        if not is_checkpoint_dir(path):
+            raise ModelUnavailableError(f"{model_id} has no transformers weights (config.json + safetensors)")
+        return path

@@ -1,0 +1,10 @@
+"""The built-in tasks, registered in tab order. A new task: one module here plus one line below."""
+
+from mmdemo.registry import register
+from mmdemo.tasks.captioning import CaptioningTask
+from mmdemo.tasks.speech import SpeechTask
+from mmdemo.tasks.vqa import VqaTask
+from mmdemo.tasks.zero_shot import ZeroShotTask
+
+for task in (VqaTask(), CaptioningTask(), ZeroShotTask(), SpeechTask()):
+    register(task)

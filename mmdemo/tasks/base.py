@@ -1,0 +1,85 @@
+"""The task contract: what a task is, and validate -> predict -> format.
+
+A task never imports Gradio and never touches the cache itself: the runtime resolves the models a
+task needs, pins them in the cache, and hands the loaded bundles to `predict`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from mmdemo.config import Settings
+from mmdemo.errors import InputError
+from mmdemo.loading import ModelBundle
+
+__all__ = ["InputError", "ModelSpec", "Task", "clean_text"]
+
+InputsT = TypeVar("InputsT")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model a task can run: hub id, pinned revision, and a short note for the model picker."""
+
+    id: str
+    revision: str | None = None
+    note: str = ""
+
+
+class Task(ABC, Generic[InputsT]):
+    """One demo: subclasses declare the class attributes and implement validate, predict and format."""
+
+    name: ClassVar[str]  # registry key and API name, e.g. "vqa"
+    title: ClassVar[str]  # tab title
+    description: ClassVar[str]  # one sentence under the tab title
+    models: ClassVar[tuple[ModelSpec, ...]]  # curated choices, default first
+    architectures: ClassVar[frozenset[str]]  # transformers classes this task can drive
+
+    @property
+    def default_model(self) -> ModelSpec:
+        return self.models[0]
+
+    def model_spec(self, model_id: str | None, *, allow_custom: bool = False) -> ModelSpec:
+        """The curated spec for `model_id` (None: the default); free ids only when custom models are allowed."""
+        if not model_id:
+            return self.default_model
+        for spec in self.models:
+            if spec.id == model_id:
+                return spec
+        if allow_custom and "/" in model_id:
+            return ModelSpec(model_id.strip())
+        choices = ", ".join(spec.id for spec in self.models)
+        raise InputError(f"Unknown model {model_id!r} for {self.title}: choose one of {choices}")
+
+    def models_needed(self, inputs: InputsT) -> Mapping[str, ModelSpec]:
+        """The models one request needs, by role; most tasks need just their chosen model."""
+        return {"model": inputs.model}  # type: ignore[attr-defined]
+
+    @abstractmethod
+    def validate(self, raw: Mapping[str, Any], settings: Settings) -> InputsT:
+        """Turn raw UI/API values into clean inputs, or raise InputError with one actionable line.
+
+        `raw["model"]` is a model id or None; validate resolves it with `model_spec`.
+        """
+
+    @abstractmethod
+    def predict(self, bundles: Mapping[str, ModelBundle], inputs: InputsT) -> Any:
+        """Run the models; called under torch.inference_mode() with the bundles pinned in the cache."""
+
+    @abstractmethod
+    def format(self, output: Any, inputs: InputsT) -> dict[str, Any]:
+        """Plain JSON-able result for the UI and the API."""
+
+
+def clean_text(value: Any, *, what: str, max_chars: int, required: bool = True) -> str:
+    """Strip a text field and check its length; `what` names it in the error ("Question")."""
+    text = "" if value is None else str(value)
+    text = " ".join(text.split())
+    if required and not text:
+        raise InputError(f"{what} is empty: type one")
+    if len(text) > max_chars:
+        raise InputError(f"{what} is {len(text)} characters long; the limit is {max_chars}: shorten it")
+    return text

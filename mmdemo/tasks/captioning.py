@@ -1,0 +1,146 @@
+"""Image captioning: an image (and optionally the caption's first words) in, one or more captions out."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from mmdemo.config import Settings
+from mmdemo.errors import InputError
+from mmdemo.loading import ModelBundle
+from mmdemo.media import load_image
+from mmdemo.tasks.base import ModelSpec, Task, clean_text
+
+DECODING_MODES = ("beam", "sample")
+# Sampling seeds torch's global generator; one sampling request at a time keeps seeds reproducible.
+_SAMPLING_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class CaptionOptions:
+    mode: str = "beam"  # "beam" search or nucleus "sample"-ing
+    num_beams: int = 3  # beam width (beam mode)
+    top_p: float = 0.9  # nucleus mass (sample mode)
+    temperature: float = 1.0  # softmax temperature (sample mode)
+    seed: int = 0  # random seed (sample mode)
+    max_new_tokens: int = 30  # longest caption, in tokens
+    num_captions: int = 1  # distinct captions to return, 1-5
+
+
+@dataclass(frozen=True)
+class CaptionInputs:
+    model: ModelSpec
+    image: Image.Image
+    prefix: str
+    options: CaptionOptions
+
+
+def _number(raw: Mapping[str, Any], name: str, default: float, low: float, high: float, kind: type = int) -> Any:
+    value = raw.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name.replace('_', ' ').capitalize()} must be a number, got {value!r}") from None
+    if not low <= number <= high:
+        raise InputError(f"{name.replace('_', ' ').capitalize()} must be between {low} and {high}, got {value}")
+    return number
+
+
+class CaptioningTask(Task[CaptionInputs]):
+    name = "captioning"
+    title = "Image captioning"
+    description = "Describe an image in a sentence; give the first words to steer the caption."
+    models = (
+        ModelSpec("Salesforce/blip-image-captioning-base", note="BLIP base"),
+        ModelSpec("Salesforce/blip-image-captioning-large", note="BLIP large, more detailed, slower"),
+        ModelSpec("microsoft/git-base-coco", note="GIT base fine-tuned on COCO"),
+        ModelSpec("nlpconnect/vit-gpt2-image-captioning", note="ViT encoder + GPT-2 decoder"),
+    )
+    architectures = frozenset({"BlipForConditionalGeneration", "GitForCausalLM", "VisionEncoderDecoderModel"})
+
+    def validate(self, raw: Mapping[str, Any], settings: Settings) -> CaptionInputs:
+        mode = str(raw.get("mode") or "beam").strip().lower()
+        if mode not in DECODING_MODES:
+            raise InputError(f"Unknown decoding mode {mode!r}: choose {' or '.join(DECODING_MODES)}")
+        options = CaptionOptions(
+            mode=mode,
+            num_beams=_number(raw, "num_beams", 3, 1, 8),
+            top_p=_number(raw, "top_p", 0.9, 0.05, 1.0, float),
+            temperature=_number(raw, "temperature", 1.0, 0.1, 2.0, float),
+            seed=_number(raw, "seed", 0, 0, 2**31 - 1),
+            max_new_tokens=_number(raw, "max_new_tokens", 30, 5, 100),
+            num_captions=_number(raw, "num_captions", 1, 1, 5),
+        )
+        return CaptionInputs(
+            model=self.model_spec(raw.get("model"), allow_custom=settings.allow_custom_models),
+            image=load_image(raw.get("image"), max_pixels=settings.max_image_pixels),
+            prefix=clean_text(raw.get("prefix"), what="Prefix", max_chars=200, required=False),
+            options=options,
+        )
+
+    def predict(self, bundles: Mapping[str, ModelBundle], inputs: CaptionInputs) -> list[str]:
+        bundle = bundles["model"]
+        options = inputs.options
+        batch = _model_inputs(bundle, inputs.image, inputs.prefix)
+        wanted = options.num_captions
+        if options.mode == "beam":
+            beams = max(options.num_beams, wanted)
+            kwargs = {"num_beams": beams, "num_return_sequences": beams, "do_sample": False}
+        else:
+            # Ask for extra samples: duplicates are dropped below.
+            kwargs = {"do_sample": True, "top_p": options.top_p, "temperature": options.temperature,
+                      "top_k": 0, "num_beams": 1, "num_return_sequences": min(2 * wanted, 10)}
+        kwargs["max_new_tokens"] = options.max_new_tokens
+        if options.mode == "sample":
+            with _SAMPLING_LOCK:
+                torch.manual_seed(options.seed)
+                sequences = bundle.model.generate(**batch, **kwargs)
+        else:
+            sequences = bundle.model.generate(**batch, **kwargs)
+        tokenizer = bundle.tokenizer or bundle.processor
+        texts = [" ".join(text.split()) for text in tokenizer.batch_decode(sequences, skip_special_tokens=True)]
+        return _distinct(texts)[:wanted]
+
+    def format(self, output: list[str], inputs: CaptionInputs) -> dict[str, Any]:
+        return {"captions": output, "caption": output[0] if output else "", "prefix": inputs.prefix,
+                "decoding": inputs.options.mode}
+
+
+def _model_inputs(bundle: ModelBundle, image: Image.Image, prefix: str) -> dict[str, Any]:
+    """Pixel values plus the prefix as the decoder's start, in each architecture's own way."""
+    if bundle.architecture == "VisionEncoderDecoderModel":
+        batch = {"pixel_values": bundle.processor(images=image, return_tensors="pt").pixel_values}
+        if prefix:
+            start = bundle.model.config.decoder_start_token_id
+            ids = bundle.tokenizer(prefix, add_special_tokens=False).input_ids
+            batch["decoder_input_ids"] = torch.tensor([[start, *ids]])
+        return bundle.prepare(batch)
+    if bundle.architecture == "GitForCausalLM":
+        batch = {"pixel_values": bundle.processor(images=image, return_tensors="pt").pixel_values}
+        if prefix:
+            ids = bundle.tokenizer(prefix, add_special_tokens=False).input_ids
+            batch["input_ids"] = torch.tensor([[bundle.tokenizer.cls_token_id, *ids]])
+        return bundle.prepare(batch)
+    # BLIP: conditional captioning takes the prefix as text.
+    if prefix:
+        return bundle.prepare(bundle.processor(images=image, text=prefix, return_tensors="pt"))
+    return bundle.prepare(bundle.processor(images=image, return_tensors="pt"))
+
+
+def _distinct(texts: list[str]) -> list[str]:
+    """Drop empty and repeated captions (case-insensitive), keeping the model's order."""
+    seen: set[str] = set()
+    kept = []
+    for text in texts:
+        key = text.lower().strip(" .")
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(text)
+    return kept

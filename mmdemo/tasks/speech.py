@@ -1,0 +1,184 @@
+"""Speech to text with Whisper: any clip in, a transcript (optionally timed) out.
+
+Clips longer than Whisper's 30 s window are transcribed completely with Whisper's sequential
+long-form decoding. Word timestamps come from the cross-attention alignment heads, via the
+transformers ASR pipeline built over the cached model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mmdemo.config import Settings
+from mmdemo.errors import InputError
+from mmdemo.loading import ModelBundle
+from mmdemo.media import AudioClip, load_audio
+from mmdemo.subtitles import FORMATS, render
+from mmdemo.tasks.base import ModelSpec, Task
+
+SAMPLE_RATE = 16_000
+WINDOW_SECONDS = 30.0
+WHISPER_TASKS = ("transcribe", "translate")
+TIMESTAMP_MODES = ("none", "segment", "word")
+SUBTITLE_LINE_CHARS = 42  # a common subtitle line length
+
+
+def whisper_languages() -> dict[str, str]:
+    """Whisper's language codes -> names ("en" -> "english")."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    return dict(LANGUAGES)
+
+
+def parse_language(value: Any) -> str | None:
+    """None for auto-detection, else a Whisper language code; accepts codes and names."""
+    text = str(value or "auto").strip().lower()
+    if text in {"auto", "auto-detect", "detect"}:
+        return None
+    languages = whisper_languages()
+    if text in languages:
+        return text
+    by_name = {name: code for code, name in languages.items()}
+    if text in by_name:
+        return by_name[text]
+    raise InputError(f"Unknown language {value!r}: choose auto or a Whisper language such as en, fr, german")
+
+
+@dataclass(frozen=True)
+class SpeechInputs:
+    model: ModelSpec
+    audio: AudioClip
+    language: str | None  # None: detect
+    task: str  # "transcribe" or "translate" (to English)
+    timestamps: str  # "none", "segment" or "word"
+
+
+def is_english_only(model_id: str) -> bool:
+    return model_id.endswith(".en")
+
+
+class SpeechTask(Task[SpeechInputs]):
+    name = "speech"
+    title = "Speech to text"
+    description = "Transcribe or translate speech with Whisper; download the transcript as text or subtitles."
+    models = (
+        ModelSpec("openai/whisper-base", note="Whisper base, 99 languages"),
+        ModelSpec("openai/whisper-tiny", note="Whisper tiny, fastest"),
+        ModelSpec("openai/whisper-small", note="Whisper small, more accurate, slower"),
+        ModelSpec("distil-whisper/distil-small.en", note="Distil-Whisper small, English only, fast"),
+        ModelSpec("openai/whisper-tiny.en", note="Whisper tiny, English only"),
+    )
+    architectures = frozenset({"WhisperForConditionalGeneration"})
+
+    def validate(self, raw: Mapping[str, Any], settings: Settings) -> SpeechInputs:
+        spec = self.model_spec(raw.get("model"), allow_custom=settings.allow_custom_models)
+        task = str(raw.get("task") or "transcribe").strip().lower()
+        if task not in WHISPER_TASKS:
+            raise InputError(f"Unknown task {task!r}: choose {' or '.join(WHISPER_TASKS)}")
+        timestamps = str(raw.get("timestamps") or "none").strip().lower()
+        if timestamps not in TIMESTAMP_MODES:
+            raise InputError(f"Unknown timestamps {timestamps!r}: choose {', '.join(TIMESTAMP_MODES)}")
+        language = parse_language(raw.get("language"))
+        if is_english_only(spec.id) and (language not in (None, "en") or task == "translate"):
+            raise InputError(f"{spec.id} only understands English: pick auto/English and transcribe, "
+                             "or a multilingual model")
+        audio = load_audio(raw.get("audio"), max_seconds=settings.max_audio_seconds, target_rate=SAMPLE_RATE)
+        return SpeechInputs(model=spec, audio=audio, language=language, task=task, timestamps=timestamps)
+
+    def predict(self, bundles: Mapping[str, ModelBundle], inputs: SpeechInputs) -> dict[str, Any]:
+        bundle = bundles["model"]
+        if inputs.timestamps == "word":
+            return _transcribe_words(bundle, inputs)
+        return _transcribe(bundle, inputs)
+
+    def format(self, output: dict[str, Any], inputs: SpeechInputs) -> dict[str, Any]:
+        text, segments = output["text"], output["segments"]
+        result = {
+            "text": text,
+            "language": inputs.language or "auto",
+            "task": inputs.task,
+            "duration": round(inputs.audio.duration, 3),
+            "segments": segments,
+            "downloads": {fmt: render(fmt, text, segments) for fmt in FORMATS},
+        }
+        if "words" in output:
+            result["words"] = output["words"]
+        return result
+
+
+def _generate_options(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, Any]:
+    """language/task only for multilingual checkpoints (English-only ones refuse them)."""
+    if not getattr(bundle.model.generation_config, "is_multilingual", False):
+        return {}
+    return {"language": inputs.language, "task": inputs.task}
+
+
+def _features(bundle: ModelBundle, clip: AudioClip) -> dict[str, Any]:
+    """Log-mel features; longer than one window means unpadded, untruncated input for long-form decoding."""
+    extractor = bundle.processor.feature_extractor
+    kwargs: dict[str, Any] = {"sampling_rate": SAMPLE_RATE, "return_tensors": "pt", "return_attention_mask": True}
+    if clip.duration > WINDOW_SECONDS:
+        kwargs.update(truncation=False, padding="longest")
+    features = extractor(clip.samples, **kwargs)
+    return bundle.prepare({"input_features": features.input_features, "attention_mask": features.attention_mask})
+
+
+def _transcribe(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, Any]:
+    tokenizer = bundle.tokenizer
+    options = _generate_options(bundle, inputs)
+    batch = _features(bundle, inputs.audio)
+    duration = inputs.audio.duration
+    if inputs.timestamps == "none" and duration <= WINDOW_SECONDS:
+        ids = bundle.model.generate(**batch, **options)
+        text = tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+        return {"text": text, "segments": [{"start": 0.0, "end": round(duration, 3), "text": text}]}
+    output = bundle.model.generate(**batch, return_timestamps=True, return_segments=True, **options)
+    segments = []
+    for segment in output["segments"][0]:
+        text = tokenizer.decode(segment["tokens"], skip_special_tokens=True).strip()
+        if text:
+            segments.append({"start": round(float(segment["start"]), 3),
+                             "end": round(min(float(segment["end"]), duration), 3), "text": text})
+    return {"text": " ".join(s["text"] for s in segments), "segments": segments}
+
+
+def _transcribe_words(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, Any]:
+    from transformers import pipeline
+
+    recognizer = pipeline(
+        "automatic-speech-recognition",
+        model=bundle.model,
+        tokenizer=bundle.tokenizer,
+        feature_extractor=bundle.processor.feature_extractor,
+        device=bundle.device,
+    )
+    duration = inputs.audio.duration
+    result = recognizer(
+        inputs.audio.samples.copy(),  # the pipeline may modify its input in place
+        return_timestamps="word",
+        chunk_length_s=WINDOW_SECONDS if duration > WINDOW_SECONDS else None,
+        generate_kwargs=_generate_options(bundle, inputs),
+    )
+    words = []
+    for chunk in result.get("chunks", []):
+        start, end = chunk["timestamp"]
+        start = float(start or 0.0)
+        words.append({"start": round(start, 3), "end": round(float(end if end is not None else duration), 3),
+                      "text": chunk["text"].strip()})
+    return {"text": result["text"].strip(), "segments": group_words(words), "words": words}
+
+
+def group_words(words: list[dict[str, Any]], max_chars: int = SUBTITLE_LINE_CHARS) -> list[dict[str, Any]]:
+    """Join timed words into subtitle-sized segments of at most `max_chars` characters."""
+    segments: list[dict[str, Any]] = []
+    for word in words:
+        if not word["text"]:
+            continue
+        if segments and len(segments[-1]["text"]) + 1 + len(word["text"]) <= max_chars:
+            segments[-1]["text"] += " " + word["text"]
+            segments[-1]["end"] = word["end"]
+        else:
+            segments.append(dict(word))
+    return segments

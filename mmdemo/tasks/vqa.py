@@ -1,0 +1,66 @@
+"""Visual question answering: an image and a question in, an answer out.
+
+BLIP generates a free-text answer; ViLT classifies over a fixed answer vocabulary, so it also
+returns its top answers with scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from mmdemo.config import Settings
+from mmdemo.loading import ModelBundle
+from mmdemo.media import load_image
+from mmdemo.tasks.base import ModelSpec, Task, clean_text
+
+TOP_K = 5
+MAX_ANSWER_TOKENS = 20
+
+
+@dataclass(frozen=True)
+class VqaInputs:
+    model: ModelSpec
+    image: Image.Image
+    question: str
+
+
+class VqaTask(Task[VqaInputs]):
+    name = "vqa"
+    title = "Visual question answering"
+    description = "Ask a question about an image."
+    models = (
+        ModelSpec("Salesforce/blip-vqa-base", note="BLIP base, generates a free-text answer"),
+        ModelSpec("Salesforce/blip-vqa-capfilt-large", note="BLIP large (CapFilt), more accurate, slower"),
+        ModelSpec("dandelin/vilt-b32-finetuned-vqa", note="ViLT, picks from 3,129 answers with scores; fast"),
+    )
+    architectures = frozenset({"BlipForQuestionAnswering", "ViltForQuestionAnswering"})
+
+    def validate(self, raw: Mapping[str, Any], settings: Settings) -> VqaInputs:
+        return VqaInputs(
+            model=self.model_spec(raw.get("model"), allow_custom=settings.allow_custom_models),
+            image=load_image(raw.get("image"), max_pixels=settings.max_image_pixels),
+            question=clean_text(raw.get("question"), what="Question", max_chars=settings.max_text_chars),
+        )
+
+    def predict(self, bundles: Mapping[str, ModelBundle], inputs: VqaInputs) -> list[tuple[str, float | None]]:
+        bundle = bundles["model"]
+        batch = bundle.prepare(bundle.processor(images=inputs.image, text=inputs.question, return_tensors="pt"))
+        if bundle.architecture == "ViltForQuestionAnswering":
+            probabilities = bundle.model(**batch).logits[0].float().sigmoid()  # ViLT is trained with BCE
+            scores, indices = probabilities.topk(min(TOP_K, probabilities.numel()))
+            labels = bundle.model.config.id2label
+            return [(labels[int(i)], float(s)) for s, i in zip(scores, indices)]
+        generated = bundle.model.generate(**batch, max_new_tokens=MAX_ANSWER_TOKENS)
+        return [(bundle.processor.decode(generated[0], skip_special_tokens=True).strip(), None)]
+
+    def format(self, output: list[tuple[str, float | None]], inputs: VqaInputs) -> dict[str, Any]:
+        return {
+            "question": inputs.question,
+            "answer": output[0][0],
+            "answers": [{"answer": answer, "score": score} for answer, score in output],
+        }
+

@@ -1,0 +1,135 @@
+"""Zero-shot image classification: rank any labels you type against an image with CLIP or SigLIP.
+
+CLIP's scores are a softmax over the given labels (they sum to 1); SigLIP scores every label on its
+own with a sigmoid (they need not sum to 1).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from mmdemo.config import Settings
+from mmdemo.errors import InputError
+from mmdemo.loading import ModelBundle
+from mmdemo.media import load_image
+from mmdemo.tasks.base import ModelSpec, Task
+
+DEFAULT_TEMPLATE = "a photo of a {}."
+# A small prompt ensemble in the spirit of CLIP's ImageNet templates.
+ENSEMBLE_TEMPLATES = (
+    "a photo of a {}.",
+    "a bad photo of a {}.",
+    "a photo of the large {}.",
+    "a photo of the small {}.",
+    "a cropped photo of a {}.",
+    "a close-up photo of a {}.",
+    "a bright photo of a {}.",
+    "a drawing of a {}.",
+)
+MIN_LABELS = 2
+MAX_LABEL_CHARS = 100
+
+
+@dataclass(frozen=True)
+class ZeroShotInputs:
+    model: ModelSpec
+    image: Image.Image
+    labels: tuple[str, ...]
+    templates: tuple[str, ...]
+
+
+def parse_labels(text: Any, *, max_labels: int) -> tuple[str, ...]:
+    """Split on commas and newlines, strip, drop blanks and case-insensitive duplicates."""
+    if isinstance(text, (list, tuple)):
+        text = "\n".join(str(item) for item in text)
+    items = re.split(r"[,\n]", "" if text is None else str(text))
+    labels: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        label = " ".join(item.split())
+        if label and label.casefold() not in seen:
+            if len(label) > MAX_LABEL_CHARS:
+                raise InputError(f"Label {label[:20]!r}… is longer than {MAX_LABEL_CHARS} characters: shorten it")
+            seen.add(label.casefold())
+            labels.append(label)
+    if len(labels) < MIN_LABELS:
+        raise InputError(f"Give at least {MIN_LABELS} different labels, separated by commas or new lines")
+    if len(labels) > max_labels:
+        raise InputError(f"{len(labels)} labels given; the limit is {max_labels}: remove some")
+    return tuple(labels)
+
+
+def check_template(template: Any) -> str:
+    text = " ".join(str(template or DEFAULT_TEMPLATE).split())
+    if text.count("{}") != 1:
+        raise InputError("The prompt template must contain {} exactly once, where the label goes")
+    return text
+
+
+class ZeroShotTask(Task[ZeroShotInputs]):
+    name = "zero_shot"
+    title = "Zero-shot classification"
+    description = "Rank your own labels against an image, no training needed."
+    models = (
+        ModelSpec("openai/clip-vit-base-patch32", note="CLIP ViT-B/32: softmax over your labels"),
+        ModelSpec("openai/clip-vit-large-patch14", note="CLIP ViT-L/14: more accurate, slower"),
+        ModelSpec("google/siglip-base-patch16-224", note="SigLIP: an independent sigmoid score per label"),
+    )
+    architectures = frozenset({"CLIPModel", "SiglipModel"})
+
+    def validate(self, raw: Mapping[str, Any], settings: Settings) -> ZeroShotInputs:
+        ensemble = bool(raw.get("ensemble"))
+        templates = ENSEMBLE_TEMPLATES if ensemble else (check_template(raw.get("template")),)
+        return ZeroShotInputs(
+            model=self.model_spec(raw.get("model"), allow_custom=settings.allow_custom_models),
+            image=load_image(raw.get("image"), max_pixels=settings.max_image_pixels),
+            labels=parse_labels(raw.get("labels"), max_labels=settings.max_labels),
+            templates=templates,
+        )
+
+    def predict(self, bundles: Mapping[str, ModelBundle], inputs: ZeroShotInputs) -> dict[str, Any]:
+        scores = score_labels(bundles["model"], inputs.image, inputs.labels, inputs.templates)
+        return {"scores": scores.tolist(), "sigmoid": is_sigmoid(bundles["model"])}
+
+    def format(self, output: dict[str, Any], inputs: ZeroShotInputs) -> dict[str, Any]:
+        ranked = sorted(zip(inputs.labels, output["scores"]), key=lambda pair: -pair[1])
+        return {
+            "labels": [{"label": label, "score": score} for label, score in ranked],
+            "scoring": "sigmoid" if output["sigmoid"] else "softmax",
+            "templates": list(inputs.templates),
+        }
+
+
+def is_sigmoid(bundle: ModelBundle) -> bool:
+    return bundle.architecture == "SiglipModel"
+
+
+def score_labels(bundle: ModelBundle, image: Image.Image, labels: tuple[str, ...],
+                 templates: tuple[str, ...]) -> torch.Tensor:
+    """Scores for `labels` on `image`: each label's text embedding averaged over the templates.
+
+    Returns a float32 CPU tensor aligned with `labels`: softmax probabilities for CLIP, independent
+    sigmoid probabilities for SigLIP. Used by the sentiment task too (image polarity prompts).
+    """
+    model = bundle.model
+    prompts = [template.format(label) for label in labels for template in templates]
+    # SigLIP's text tower reads the last position: it was trained with max-length padding.
+    padding = "max_length" if is_sigmoid(bundle) else True
+    text = bundle.prepare(bundle.processor(text=prompts, padding=padding, truncation=True, return_tensors="pt"))
+    pixels = bundle.prepare(bundle.processor(images=image, return_tensors="pt"))
+    text_embeds = model.get_text_features(**text).pooler_output.float()
+    image_embeds = model.get_image_features(**pixels).pooler_output.float()
+    text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
+    text_embeds = text_embeds.view(len(labels), len(templates), -1).mean(dim=1)
+    text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
+    image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
+    logits = model.logit_scale.float().exp() * image_embeds @ text_embeds.T
+    if is_sigmoid(bundle):
+        return (logits + model.logit_bias.float()).sigmoid()[0].cpu()
+    return logits.softmax(dim=-1)[0].cpu()

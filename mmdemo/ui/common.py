@@ -1,0 +1,122 @@
+"""What every tab shares: the model picker, running a task with errors mapped to gr.Error, provenance."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from mmdemo import registry
+from mmdemo.errors import BusyError, InputError, ModelUnavailableError
+from mmdemo.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
+USER_ERRORS = (InputError, ModelUnavailableError, BusyError)
+
+
+def asset(name: str) -> str:
+    return str(ASSETS / name)
+
+
+def model_dropdown(runtime: Runtime, task_name: str) -> gr.Dropdown:
+    """The curated models; offline, the ones on this machine are marked and the default is one of them."""
+    choices = runtime.model_choices(task_name)
+    offline = not runtime.hub_reachable()
+    value = choices[0].spec.id
+    info = None
+    if offline:
+        local = [c for c in choices if c.available_offline]
+        if local:
+            value = local[0].spec.id
+        info = ("Offline: ✓ marks models on this machine. Get others with `python -m mmdemo.models install-offline` "
+                f"(Whisper) or a checkpoint in {runtime.settings.model_dir}/<org>/<name>.")
+
+    def label(choice) -> str:
+        mark = "✓ " if offline and choice.available_offline else ""
+        missing = " (not on this machine)" if offline and not choice.available_offline else ""
+        return f"{mark}{choice.spec.id}{missing} · {choice.spec.note}" if choice.spec.note else choice.spec.id
+
+    return gr.Dropdown(
+        choices=[(label(c), c.spec.id) for c in choices],
+        value=value,
+        label="Model",
+        info=info,
+        allow_custom_value=runtime.settings.allow_custom_models,
+    )
+
+
+def run_task(runtime: Runtime, task_name: str, raw: dict[str, Any], progress: gr.Progress) -> dict[str, Any]:
+    """Run one request; visitor-facing failures become a one-line gr.Error, others are logged."""
+    task = registry.get(task_name)
+
+    def on_load(model_id: str) -> None:
+        progress(0, desc=f"Loading {model_id}… (first use of this model)")
+
+    try:
+        return runtime.run(task_name, raw, on_load=on_load)
+    except USER_ERRORS as e:
+        raise gr.Error(str(e), print_exception=False) from e
+    except Exception as e:
+        log.exception("%s failed", task_name)
+        raise gr.Error(
+            f"{task.title} failed unexpectedly ({type(e).__name__}); the error was logged: try another input or model",
+            print_exception=False,
+        ) from e
+
+
+def task_endpoint(runtime: Runtime, task_name: str, names: Sequence[str]) -> Callable[..., dict[str, Any]]:
+    """A Gradio handler taking the tab's inputs positionally, in the order of `names`."""
+
+    def handler(*values: Any, progress: gr.Progress = gr.Progress()) -> dict[str, Any]:
+        return run_task(runtime, task_name, dict(zip(names, values)), progress)
+
+    handler.__name__ = task_name
+    return handler
+
+
+def provenance_line(result: dict[str, Any] | None) -> str:
+    """'Salesforce/blip-vqa-base · cpu · float32 · 812 ms' under each result."""
+    if not result:
+        return ""
+    info = result["provenance"]
+    models = ", ".join(f"`{model}`" for model in dict.fromkeys(info["models"].values()))
+    return f"<small>{models} · {info['device']} · {info['dtype']} · {info['ms']:.0f} ms</small>"
+
+
+def header(task_name: str) -> None:
+    task = registry.get(task_name)
+    gr.Markdown(f"{task.description}")
+
+
+def wire(
+    runtime: Runtime,
+    task_name: str,
+    button: gr.Button,
+    inputs: dict[str, gr.components.Component],
+    result: gr.JSON,
+    render: Callable[[dict[str, Any] | None], Any],
+    views: Sequence[gr.components.Component],
+    submit: Sequence[gr.components.Component] = (),
+) -> None:
+    """Connect a tab: Run (API `task_name`) returns the JSON result; a private step renders it into `views`.
+
+    The API stays the plain result dict, while the page shows progress and results on the views.
+    """
+    names = list(inputs)
+    endpoint = task_endpoint(runtime, task_name, names)
+    triggers = [button.click, *(component.submit for component in submit)]
+    event = gr.on(
+        triggers=triggers,
+        fn=endpoint,
+        inputs=list(inputs.values()),
+        outputs=result,
+        api_name=task_name,
+        show_progress_on=list(views),
+        concurrency_id="models",
+    )
+    event.success(render, inputs=result, outputs=list(views), api_visibility="private", queue=False)

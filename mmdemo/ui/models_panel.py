@@ -1,0 +1,77 @@
+"""The Models panel: what the shared cache holds, and buttons to preload or unload models."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gradio as gr
+
+from mmdemo import registry
+from mmdemo.errors import InputError
+from mmdemo.runtime import Runtime
+from mmdemo.ui.common import USER_ERRORS
+
+HEADERS = ["model", "device", "dtype", "MB", "load s", "hits", "last used", "in use"]
+
+
+def render(report: dict[str, Any] | None) -> tuple[str, list[list[Any]], Any]:
+    if not report:
+        return "", [], gr.update()
+    summary = (
+        f"**{report['used_bytes'] / 1e6:,.0f} MB of {report['budget_bytes'] / 1e6:,.0f} MB budget used** "
+        f"on {report['device']} ({report['dtype']}) · hits {report['hits']} · misses {report['misses']} · "
+        f"evictions {report['evictions']}"
+    )
+    rows = [
+        [e["model"], e["device"], e["dtype"], round(e["bytes"] / 1e6, 1), e["load_seconds"], e["hits"],
+         time.strftime("%H:%M:%S", time.localtime(e["last_used"])), e["in_use"]]
+        for e in report["entries"]
+    ]
+    resident = sorted({e["model"] for e in report["entries"]})
+    return summary, rows, gr.update(choices=resident, value=resident[0] if resident else None)
+
+
+def build(runtime: Runtime) -> None:
+    gr.Markdown("Every tab shares one model cache: a model used by two tabs is loaded once. "
+                "Least recently used models are evicted when a new one would exceed the memory budget.")
+    summary = gr.Markdown()
+    table = gr.Dataframe(headers=HEADERS, label="Resident models", interactive=False)
+    with gr.Row():
+        with gr.Column():
+            task_names = registry.names()
+            task = gr.Dropdown([(registry.get(n).title, n) for n in task_names], value=task_names[0],
+                               label="Preload a tab's default model")
+            preload = gr.Button("Preload")
+        with gr.Column():
+            resident = gr.Dropdown([], label="Unload a resident model")
+            unload = gr.Button("Unload")
+    refresh = gr.Button("Refresh", size="sm")
+    report = gr.JSON(visible=False)
+
+    def models() -> dict[str, Any]:
+        return runtime.cache_report()
+
+    def preload_model(task_name: str, progress: gr.Progress = gr.Progress()) -> dict[str, Any]:
+        try:
+            runtime.preload(task_name, on_load=lambda m: progress(0, desc=f"Loading {m}…"))
+        except (*USER_ERRORS, KeyError) as e:
+            raise gr.Error(str(e), print_exception=False) from e
+        return runtime.cache_report()
+
+    def unload_model(model_id: str) -> dict[str, Any]:
+        try:
+            if not model_id:
+                raise InputError("Pick a resident model to unload")
+            if not runtime.unload(model_id):
+                raise InputError(f"{model_id} is not loaded")
+        except USER_ERRORS as e:
+            raise gr.Error(str(e), print_exception=False) from e
+        return runtime.cache_report()
+
+    views = [summary, table, resident]
+    for button, fn, inputs, name in ((refresh, models, [], "models"), (preload, preload_model, [task], "preload"),
+                                     (unload, unload_model, [resident], "unload")):
+        button.click(fn, inputs=inputs, outputs=report, api_name=name, show_progress_on=[table]).success(
+            render, inputs=report, outputs=views, api_visibility="private", queue=False)
+    return models, report, views

@@ -1,0 +1,71 @@
+"""The speech-to-text tab."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from mmdemo.runtime import Runtime
+from mmdemo.tasks.speech import TIMESTAMP_MODES, whisper_languages
+from mmdemo.ui.common import asset, model_dropdown, provenance_line, wire
+
+EXAMPLES = ["jfk.flac", "LJ050-0131.wav", "librispeech_61-70968-0002.wav"]
+DOWNLOAD_ROOT = Path(tempfile.gettempdir()) / "mmdemo-transcripts"
+KEEP_DOWNLOADS_SECONDS = 3600
+
+
+def write_downloads(result: dict[str, Any]) -> list[str]:
+    """Write transcript.{txt,srt,vtt} into a fresh folder; folders older than an hour are removed."""
+    DOWNLOAD_ROOT.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - KEEP_DOWNLOADS_SECONDS
+    for old in DOWNLOAD_ROOT.iterdir():
+        if old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(dir=DOWNLOAD_ROOT))
+    paths = []
+    for fmt, text in result["downloads"].items():
+        path = folder / f"transcript.{fmt}"
+        path.write_text(text, encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+def render(result: dict[str, Any] | None) -> tuple[str, list[list[Any]], list[str] | None, str]:
+    if not result:
+        return "", [], None, ""
+    rows = [[s["start"], s["end"], s["text"]] for s in result["segments"]]
+    note = f"{provenance_line(result)}<br><small>{result['duration']:.1f} s of audio</small>"
+    return result["text"] or "(no speech recognised)", rows, write_downloads(result), note
+
+
+def build(runtime: Runtime) -> None:
+    languages = [("Auto-detect", "auto")] + sorted(
+        (name.title(), code) for code, name in whisper_languages().items())
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            audio = gr.Audio(sources=["upload", "microphone"], type="filepath", format=None, label="Speech")
+            model = model_dropdown(runtime, "speech")
+            with gr.Row():
+                language = gr.Dropdown(languages, value="auto", label="Language")
+                task = gr.Radio([("Transcribe", "transcribe"), ("Translate to English", "translate")],
+                                value="transcribe", label="Task")
+            timestamps = gr.Radio([(mode.title(), mode) for mode in TIMESTAMP_MODES], value="segment",
+                                  label="Timestamps")
+            button = gr.Button("Transcribe", variant="primary")
+        with gr.Column():
+            transcript = gr.Textbox(label="Transcript", lines=6, buttons=["copy"], interactive=False)
+            segments = gr.Dataframe(headers=["start (s)", "end (s)", "text"], label="Segments",
+                                    interactive=False, wrap=True, max_height=240)
+            files = gr.File(label="Download transcript (.txt, .srt, .vtt)", file_count="multiple",
+                            interactive=False)
+            provenance = gr.Markdown()
+            with gr.Accordion("Result as JSON (what the API returns)", open=False):
+                result = gr.JSON(show_label=False)
+    gr.Examples([[asset(name)] for name in EXAMPLES], inputs=[audio], label="Examples")
+    inputs = {"audio": audio, "model": model, "language": language, "task": task, "timestamps": timestamps}
+    wire(runtime, "speech", button, inputs, result, render, [transcript, segments, files, provenance])

@@ -1,0 +1,41 @@
+"""The visual question answering tab."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from mmdemo.runtime import Runtime
+from mmdemo.ui.common import asset, model_dropdown, provenance_line, wire
+
+EXAMPLES = [
+    ["skimage_chelsea.png", "What animal is this?"],
+    ["skimage_coffee.png", "What is in the cup?"],
+    ["skimage_astronaut.jpg", "What is the person wearing?"],
+]
+
+
+def render(result: dict[str, Any] | None) -> tuple[Any, str]:
+    if not result:
+        return None, ""
+    scored = [a for a in result["answers"] if a["score"] is not None]
+    answer = {a["answer"]: a["score"] for a in scored} if scored else result["answer"] or "(no answer)"
+    return answer, provenance_line(result)
+
+
+def build(runtime: Runtime) -> None:
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            image = gr.Image(type="filepath", label="Image", height=320)
+            question = gr.Textbox(label="Question", placeholder="e.g. What is the cat lying on?", max_lines=2)
+            model = model_dropdown(runtime, "vqa")
+            button = gr.Button("Answer", variant="primary")
+        with gr.Column():
+            answer = gr.Label(label="Answer", num_top_classes=5)
+            provenance = gr.Markdown()
+            with gr.Accordion("Result as JSON (what the API returns)", open=False):
+                result = gr.JSON(show_label=False)
+    gr.Examples([[asset(name), q] for name, q in EXAMPLES], inputs=[image, question], label="Examples")
+    wire(runtime, "vqa", button, {"image": image, "question": question, "model": model}, result, render,
+         [answer, provenance], submit=[question])

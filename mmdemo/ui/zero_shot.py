@@ -1,0 +1,50 @@
+"""The zero-shot image classification tab."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from mmdemo.runtime import Runtime
+from mmdemo.tasks.zero_shot import DEFAULT_TEMPLATE
+from mmdemo.ui.common import asset, model_dropdown, provenance_line, wire
+
+EXAMPLES = [
+    ["skimage_chelsea.png", "cat, dog, rabbit, tiger"],
+    ["skimage_coffee.png", "a cup of coffee, a cup of tea, a glass of wine"],
+    ["skimage_rocket.jpg", "rocket, airplane, lighthouse, chimney"],
+]
+SCORING_NOTE = {
+    "softmax": "Scores are a softmax over your labels: they sum to 1.",
+    "sigmoid": "SigLIP scores each label independently (sigmoid): they need not sum to 1.",
+}
+
+
+def render(result: dict[str, Any] | None) -> tuple[Any, str]:
+    if not result:
+        return None, ""
+    scores = {item["label"]: item["score"] for item in result["labels"]}
+    return scores, f"{provenance_line(result)}<br><small>{SCORING_NOTE[result['scoring']]}</small>"
+
+
+def build(runtime: Runtime) -> None:
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            image = gr.Image(type="filepath", label="Image", height=320)
+            labels = gr.Textbox(label="Candidate labels", placeholder="cat, dog, bird (comma or one per line)",
+                                lines=2, info=f"2 to {runtime.settings.max_labels} labels; duplicates are dropped")
+            model = model_dropdown(runtime, "zero_shot")
+            with gr.Accordion("Prompt", open=False):
+                template = gr.Textbox(value=DEFAULT_TEMPLATE, label="Template ({} is replaced by each label)",
+                                      max_lines=1)
+                ensemble = gr.Checkbox(value=False, label="Ensemble 8 CLIP-style templates instead")
+            button = gr.Button("Classify", variant="primary")
+        with gr.Column():
+            scores = gr.Label(label="Labels, best first", num_top_classes=runtime.settings.max_labels)
+            provenance = gr.Markdown()
+            with gr.Accordion("Result as JSON (what the API returns)", open=False):
+                result = gr.JSON(show_label=False)
+    gr.Examples([[asset(name), text] for name, text in EXAMPLES], inputs=[image, labels], label="Examples")
+    inputs = {"image": image, "labels": labels, "model": model, "template": template, "ensemble": ensemble}
+    wire(runtime, "zero_shot", button, inputs, result, render, [scores, provenance])

@@ -1,0 +1,252 @@
+"""The shared model cache with fake loaders: sharing, LRU eviction by bytes, pinning, concurrency."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import weakref
+
+import pytest
+
+from mmdemo.cache import ModelCache, ModelKey, measure_nbytes
+from mmdemo.errors import BusyError, ModelTooLargeError
+
+
+class FakeModel:
+    def __init__(self, name: str, nbytes: int) -> None:
+        self.name = name
+        self.nbytes = nbytes
+
+
+def key(name: str) -> ModelKey:
+    return ModelKey(name, None, "cpu", "float32")
+
+
+class CountingLoader:
+    """Builds FakeModels and counts calls per name; can be slowed down."""
+
+    def __init__(self, sizes: dict[str, int], delay: float = 0.0) -> None:
+        self.sizes = sizes
+        self.delay = delay
+        self.calls: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, name: str):
+        def load() -> FakeModel:
+            with self.lock:
+                self.calls[name] = self.calls.get(name, 0) + 1
+            time.sleep(self.delay)
+            return FakeModel(name, self.sizes[name])
+
+        return load
+
+
+def make_cache(budget: int, **kwargs) -> ModelCache:
+    return ModelCache(budget, on_evict=gc.collect, **kwargs)
+
+
+def test_same_key_is_loaded_once_and_shared():
+    loader = CountingLoader({"a": 10})
+    cache = make_cache(100)
+    with cache.use(key("a"), loader("a")) as first:
+        pass
+    with cache.use(key("a"), loader("a")) as second:
+        pass
+    assert first is second
+    assert loader.calls == {"a": 1}
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.evictions) == (1, 1, 0)
+    assert stats.entries[0].hits == 1 and stats.entries[0].nbytes == 10
+
+
+def test_keys_differ_by_revision_device_and_dtype():
+    loader = CountingLoader({"a": 10})
+    cache = make_cache(100)
+    for k in (key("a"), ModelKey("a", "v2", "cpu", "float32"), ModelKey("a", None, "cuda", "float32"),
+              ModelKey("a", None, "cpu", "float16")):
+        cache.get_or_load(k, loader("a"))
+    assert loader.calls == {"a": 4}
+    assert len(cache.stats().entries) == 4
+
+
+def test_least_recently_used_is_evicted_first_by_bytes():
+    loader = CountingLoader({"a": 40, "b": 40, "c": 40})
+    cache = make_cache(100)
+    cache.get_or_load(key("a"), loader("a"))
+    cache.get_or_load(key("b"), loader("b"))
+    cache.get_or_load(key("a"), loader("a"))  # a is now warmer than b
+    cache.get_or_load(key("c"), loader("c"))  # 120 > 100: evict the coldest, b
+    assert key("a") in cache and key("c") in cache and key("b") not in cache
+    stats = cache.stats()
+    assert stats.evictions == 1 and stats.used_bytes == 80
+    assert [e.key.model_id for e in stats.entries] == ["a", "c"]
+
+
+def test_estimate_makes_room_before_loading():
+    loader = CountingLoader({"a": 60, "b": 60})
+    cache = make_cache(100)
+    cache.get_or_load(key("a"), loader("a"))
+    seen_during_load = []
+
+    def load_b():
+        seen_during_load.append(key("a") in cache)
+        return FakeModel("b", 60)
+
+    cache.get_or_load(key("b"), load_b, estimate=60)
+    assert seen_during_load == [False]  # a was evicted before b's weights were loaded
+
+
+def test_entry_in_use_is_never_evicted():
+    loader = CountingLoader({"a": 60, "b": 60})
+    cache = make_cache(100, wait_seconds=0.3)
+    with cache.use(key("a"), loader("a")):
+        with pytest.raises(BusyError, match="try again"):
+            cache.get_or_load(key("b"), loader("b"))
+        assert key("a") in cache
+    # Once released, the same load succeeds by evicting a.
+    cache.get_or_load(key("b"), loader("b"))
+    assert key("a") not in cache and key("b") in cache
+
+
+def test_load_waits_for_a_running_request_to_release_memory():
+    loader = CountingLoader({"a": 60, "b": 60})
+    cache = make_cache(100, wait_seconds=5)
+    entered = threading.Event()
+
+    def hold_a():
+        with cache.use(key("a"), loader("a")):
+            entered.set()
+            time.sleep(0.3)
+
+    holder = threading.Thread(target=hold_a)
+    holder.start()
+    entered.wait()
+    started = time.monotonic()
+    with cache.use(key("b"), loader("b")) as model:
+        assert model.name == "b"
+    holder.join()
+    assert time.monotonic() - started >= 0.2
+    assert cache.stats().used_bytes <= 100
+
+
+def test_model_larger_than_budget_is_refused_clearly():
+    cache = make_cache(100)
+    with pytest.raises(ModelTooLargeError, match=r"big/model needs .* memory budget .* MMDEMO_MEMORY_BUDGET"):
+        cache.get_or_load(key("big/model"), lambda: FakeModel("big", 500))
+    assert cache.stats().entries == ()
+
+
+def test_concurrent_requests_load_once():
+    loader = CountingLoader({"a": 10}, delay=0.2)
+    cache = make_cache(100)
+    results = []
+
+    def request():
+        with cache.use(key("a"), loader("a")) as model:
+            results.append(model)
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert loader.calls == {"a": 1}
+    assert len(results) == 8 and all(r is results[0] for r in results)
+    stats = cache.stats()
+    assert stats.misses == 1 and stats.hits == 7
+
+
+def test_slow_load_does_not_block_other_models():
+    cache = make_cache(100)
+    slow_started = threading.Event()
+    release_slow = threading.Event()
+
+    def slow():
+        slow_started.set()
+        release_slow.wait(5)
+        return FakeModel("slow", 10)
+
+    thread = threading.Thread(target=lambda: cache.get_or_load(key("slow"), slow))
+    thread.start()
+    slow_started.wait()
+    started = time.monotonic()
+    cache.get_or_load(key("fast"), lambda: FakeModel("fast", 10))
+    elapsed = time.monotonic() - started
+    release_slow.set()
+    thread.join()
+    assert elapsed < 1.0
+    assert key("slow") in cache and key("fast") in cache
+
+
+def test_failed_load_is_reported_to_waiters_and_leaves_no_entry():
+    cache = make_cache(100)
+    calls = []
+
+    def broken():
+        calls.append(1)
+        time.sleep(0.1)
+        raise OSError("weights are corrupt")
+
+    errors = []
+
+    def request():
+        try:
+            cache.get_or_load(key("a"), broken)
+        except OSError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == ["weights are corrupt"] * 4
+    assert len(calls) == 1
+    assert key("a") not in cache
+    # The files are fixed: the next request loads it.
+    cache.get_or_load(key("a"), lambda: FakeModel("a", 10))
+    assert key("a") in cache
+
+
+def test_eviction_drops_the_last_reference():
+    cache = make_cache(100)
+    cache.get_or_load(key("a"), lambda: FakeModel("a", 60))
+    with cache.use(key("a"), lambda: None) as model:
+        ref = weakref.ref(model)
+    del model
+    cache.get_or_load(key("b"), lambda: FakeModel("b", 60))
+    gc.collect()
+    assert ref() is None
+
+
+def test_unload_and_clear():
+    cache = make_cache(100)
+    cache.get_or_load(key("a"), lambda: FakeModel("a", 10))
+    cache.get_or_load(key("b"), lambda: FakeModel("b", 10))
+    assert cache.unload(key("a")) is True
+    assert cache.unload(key("a")) is False
+    with cache.use(key("b"), lambda: None):
+        with pytest.raises(BusyError, match="in use"):
+            cache.unload(key("b"))
+        assert cache.clear() == 0
+    assert cache.clear() == 1
+    assert cache.stats().used_bytes == 0 and cache.stats().evictions == 2
+
+
+def test_stats_record_load_time_and_last_use():
+    cache = make_cache(100)
+    before = time.time()
+    cache.get_or_load(key("a"), lambda: (time.sleep(0.05), FakeModel("a", 7))[1])
+    (entry,) = cache.stats().entries
+    assert entry.load_seconds >= 0.05
+    assert entry.last_used >= before
+    assert entry.nbytes == 7 and entry.in_use == 0
+    assert entry.key.device == "cpu" and entry.key.dtype == "float32"
+
+
+def test_measure_nbytes_counts_tied_weights_once():
+    torch = pytest.importorskip("torch")
+    module = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False))
+    module[1].weight = module[0].weight
+    assert measure_nbytes(module) == 10 * 4 * 4
