@@ -170,6 +170,13 @@ def _transcribe_words(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, An
     return {"text": result["text"].strip(), "segments": group_words(words), "words": words}
 
 
+def transcribe_clip(bundle: ModelBundle, clip: AudioClip, language: str | None = None) -> str:
+    """Plain transcript of a clip of any length (used by other tasks, e.g. sentiment)."""
+    spec = ModelSpec("(shared)")
+    inputs = SpeechInputs(model=spec, audio=clip, language=language, task="transcribe", timestamps="none")
+    return _transcribe(bundle, inputs)["text"]
+
+
 def group_words(words: list[dict[str, Any]], max_chars: int = SUBTITLE_LINE_CHARS) -> list[dict[str, Any]]:
     """Join timed words into subtitle-sized segments of at most `max_chars` characters."""
     segments: list[dict[str, Any]] = []
