@@ -76,13 +76,19 @@ def estimate_nbytes(path: Path, dtype: torch.dtype) -> int:
     return int(sum(p.stat().st_size for p in files) * scale)
 
 
-def _model_class(architecture: str, allowed: frozenset[str]) -> type:
-    import transformers
-
+def require_architecture(path: Path, allowed: frozenset[str]) -> str:
+    """The checkpoint's architecture, if it is one the asking task can drive."""
+    architecture = architecture_of(path)
     if architecture not in allowed:
         raise ModelUnavailableError(
             f"This tab cannot run a {architecture} model; it supports {', '.join(sorted(allowed))}"
         )
+    return architecture
+
+
+def _model_class(architecture: str) -> type:
+    import transformers
+
     cls = getattr(transformers, architecture, None)
     if cls is None:
         raise ModelUnavailableError(f"transformers {transformers.__version__} has no {architecture}")
@@ -112,8 +118,8 @@ def load_bundle(path: Path, *, device: str, dtype: torch.dtype, allowed: frozens
     Weights go straight to their device (accelerate's device map) rather than through a full CPU copy.
     Never runs code from the checkpoint (no trust_remote_code).
     """
-    architecture = architecture_of(path)
-    cls = _model_class(architecture, allowed)
+    architecture = require_architecture(path, allowed)
+    cls = _model_class(architecture)
     try:
         model = cls.from_pretrained(path, dtype=dtype, device_map=device_map_for(device))
         processor, tokenizer = _load_processor(path, architecture)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from mmdemo.tasks.base import Task
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # tasks import the registry to register themselves
+    from mmdemo.tasks.base import Task
 
 TASKS: dict[str, Task] = {}
 

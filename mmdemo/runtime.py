@@ -19,7 +19,7 @@ from mmdemo import registry
 from mmdemo.cache import ModelCache, ModelKey
 from mmdemo.config import Settings
 from mmdemo.devices import default_memory_budget, dtype_name, resolve_device, resolve_dtype
-from mmdemo.loading import ModelBundle, estimate_nbytes, load_bundle
+from mmdemo.loading import ModelBundle, estimate_nbytes, load_bundle, require_architecture
 from mmdemo.sources import HubProbe, ModelLocator
 from mmdemo.tasks.base import ModelSpec, Task
 
@@ -63,6 +63,7 @@ class Runtime:
 
     def _use(self, task: Task, spec: ModelSpec, on_load: OnLoad | None):
         path = self.locator.locate(spec.id, spec.revision)  # may download: outside the cache's lock
+        require_architecture(path, task.architectures)  # also on a cache hit from another task
 
         def loader() -> ModelBundle:
             return load_bundle(path, device=self.device, dtype=self.dtype, allowed=task.architectures)

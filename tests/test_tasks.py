@@ -1,0 +1,323 @@
+"""Each task end to end through the real loading code on tiny local checkpoints, and parity with
+calling the same checkpoint directly with transformers on the same input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import transformers
+from PIL import Image
+
+import mmdemo.tasks  # noqa: F401  (registers the tasks)
+from mmdemo.config import Settings
+from mmdemo.errors import InputError, ModelUnavailableError
+from mmdemo.media import load_image
+from mmdemo.runtime import Runtime
+
+MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+CAT = ASSETS / "skimage_chelsea.png"
+COFFEE = ASSETS / "skimage_coffee.png"
+SPEECH_16K = ASSETS / "librispeech_61-70968-0002.wav"  # 16 kHz mono: no resampling between app and reference
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_model_dir: Path) -> Runtime:
+    return Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
+
+
+def reference(tiny_model_dir: Path, model_id: str, cls: type, processor_cls: type = transformers.AutoProcessor):
+    path = tiny_model_dir / model_id
+    return cls.from_pretrained(path).eval(), processor_cls.from_pretrained(path)
+
+
+def rgb(path: Path) -> Image.Image:
+    return load_image(str(path))
+
+
+# -- visual question answering ------------------------------------------------------------------
+
+
+def test_blip_vqa_matches_direct_generate(runtime, tiny_model_dir):
+    result = runtime.run("vqa", {"image": str(CAT), "question": "what animal is this?",
+                                 "model": "Salesforce/blip-vqa-base"})
+    model, processor = reference(tiny_model_dir, "Salesforce/blip-vqa-base", transformers.BlipForQuestionAnswering)
+    with torch.inference_mode():
+        ids = model.generate(**processor(images=rgb(CAT), text="what animal is this?", return_tensors="pt"),
+                             max_new_tokens=20)
+    expected = processor.decode(ids[0], skip_special_tokens=True).strip()
+    assert expected
+    assert result["answer"] == expected
+    assert result["answers"] == [{"answer": expected, "score": None}]
+    assert result["provenance"]["models"] == {"model": "Salesforce/blip-vqa-base"}
+    assert result["provenance"]["device"] == "cpu" and result["provenance"]["dtype"] == "float32"
+    assert result["provenance"]["ms"] > 0
+
+
+def test_vilt_returns_top5_answers_matching_direct_logits(runtime, tiny_model_dir):
+    result = runtime.run("vqa", {"image": str(COFFEE), "question": "what is in the cup?",
+                                 "model": "dandelin/vilt-b32-finetuned-vqa"})
+    model, processor = reference(tiny_model_dir, "dandelin/vilt-b32-finetuned-vqa",
+                                 transformers.ViltForQuestionAnswering)
+    with torch.inference_mode():
+        logits = model(**processor(images=rgb(COFFEE), text="what is in the cup?", return_tensors="pt")).logits[0]
+    scores, indices = logits.sigmoid().topk(5)
+    assert [a["answer"] for a in result["answers"]] == [model.config.id2label[int(i)] for i in indices]
+    assert [a["score"] for a in result["answers"]] == pytest.approx(scores.tolist(), abs=1e-5)
+    assert result["answer"] == result["answers"][0]["answer"]
+
+
+def test_vqa_refuses_missing_image_and_empty_question(runtime):
+    with pytest.raises(InputError, match="No image"):
+        runtime.run("vqa", {"image": None, "question": "what?"})
+    with pytest.raises(InputError, match="Question is empty"):
+        runtime.run("vqa", {"image": str(CAT), "question": "   "})
+
+
+# -- captioning ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model_id", "cls"),
+    [
+        ("Salesforce/blip-image-captioning-base", transformers.BlipForConditionalGeneration),
+        ("microsoft/git-base-coco", transformers.GitForCausalLM),
+    ],
+)
+def test_caption_matches_direct_beam_search(runtime, tiny_model_dir, model_id, cls):
+    result = runtime.run("captioning", {"image": str(CAT), "model": model_id, "num_beams": 3,
+                                        "max_new_tokens": 12})
+    model, processor = reference(tiny_model_dir, model_id, cls)
+    with torch.inference_mode():
+        ids = model.generate(pixel_values=processor(images=rgb(CAT), return_tensors="pt").pixel_values,
+                             num_beams=3, num_return_sequences=3, max_new_tokens=12, do_sample=False)
+    expected = " ".join(processor.batch_decode(ids, skip_special_tokens=True)[0].split())
+    assert expected
+    assert result["caption"] == expected
+    assert result["captions"] == [expected]
+
+
+def test_vit_gpt2_caption_matches_direct_generate(runtime, tiny_model_dir):
+    model_id = "nlpconnect/vit-gpt2-image-captioning"
+    result = runtime.run("captioning", {"image": str(COFFEE), "model": model_id, "num_beams": 2,
+                                        "max_new_tokens": 10})
+    path = tiny_model_dir / model_id
+    model = transformers.VisionEncoderDecoderModel.from_pretrained(path).eval()
+    image_processor = transformers.AutoImageProcessor.from_pretrained(path)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    with torch.inference_mode():
+        ids = model.generate(pixel_values=image_processor(images=rgb(COFFEE), return_tensors="pt").pixel_values,
+                             num_beams=2, num_return_sequences=2, max_new_tokens=10, do_sample=False)
+    expected = " ".join(tokenizer.batch_decode(ids, skip_special_tokens=True)[0].split())
+    assert result["caption"] == expected
+
+
+def test_caption_prefix_starts_the_caption(runtime):
+    for model_id in ("Salesforce/blip-image-captioning-base", "microsoft/git-base-coco",
+                     "nlpconnect/vit-gpt2-image-captioning"):
+        result = runtime.run("captioning", {"image": str(CAT), "model": model_id, "prefix": "a photo of",
+                                            "max_new_tokens": 8})
+        assert result["caption"].lower().startswith("a photo of"), (model_id, result["caption"])
+
+
+def test_several_captions_are_distinct_and_sampling_is_seeded(runtime):
+    beams = runtime.run("captioning", {"image": str(CAT), "num_captions": 3, "num_beams": 4, "max_new_tokens": 10})
+    assert 1 <= len(beams["captions"]) <= 3
+    assert len({c.lower() for c in beams["captions"]}) == len(beams["captions"])
+    raw = {"image": str(CAT), "mode": "sample", "top_p": 0.9, "temperature": 1.5, "seed": 7, "num_captions": 2,
+           "max_new_tokens": 10}
+    first, second = runtime.run("captioning", raw), runtime.run("captioning", raw)
+    assert first["captions"] == second["captions"]
+    other = runtime.run("captioning", {**raw, "seed": 8})
+    assert other["decoding"] == "sample"
+
+
+def test_caption_option_errors_name_the_field(runtime):
+    with pytest.raises(InputError, match="Num beams must be between 1 and 8"):
+        runtime.run("captioning", {"image": str(CAT), "num_beams": 50})
+    with pytest.raises(InputError, match="Unknown decoding mode"):
+        runtime.run("captioning", {"image": str(CAT), "mode": "greedy-ish"})
+
+
+# -- zero-shot classification -------------------------------------------------------------------
+
+
+def test_clip_scores_match_direct_forward(runtime, tiny_model_dir):
+    labels = ["cat", "dog", "cup of coffee"]
+    result = runtime.run("zero_shot", {"image": str(CAT), "labels": "cat, dog,\ncup of coffee",
+                                       "model": "openai/clip-vit-base-patch32"})
+    model, processor = reference(tiny_model_dir, "openai/clip-vit-base-patch32", transformers.CLIPModel)
+    prompts = [f"a photo of a {label}." for label in labels]
+    with torch.inference_mode():
+        logits = model(**processor(text=prompts, images=rgb(CAT), padding=True, return_tensors="pt")).logits_per_image
+    expected = dict(zip(labels, logits.softmax(-1)[0].tolist()))
+    got = {item["label"]: item["score"] for item in result["labels"]}
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert [item["score"] for item in result["labels"]] == sorted(got.values(), reverse=True)
+    assert sum(got.values()) == pytest.approx(1.0, abs=1e-5)
+    assert result["scoring"] == "softmax"
+
+
+def test_siglip_scores_are_independent_sigmoids_matching_direct_forward(runtime, tiny_model_dir):
+    labels = ["cat", "dog"]
+    result = runtime.run("zero_shot", {"image": str(CAT), "labels": "cat\ndog",
+                                       "model": "google/siglip-base-patch16-224", "template": "a photo of a {}."})
+    model, processor = reference(tiny_model_dir, "google/siglip-base-patch16-224", transformers.SiglipModel)
+    prompts = [f"a photo of a {label}." for label in labels]
+    with torch.inference_mode():
+        batch = processor(text=prompts, images=rgb(CAT), padding="max_length", return_tensors="pt")
+        logits = model(**batch).logits_per_image
+    expected = dict(zip(labels, logits.sigmoid()[0].tolist()))
+    got = {item["label"]: item["score"] for item in result["labels"]}
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert result["scoring"] == "sigmoid"
+
+
+def test_template_ensemble_averages_label_embeddings(runtime):
+    single = runtime.run("zero_shot", {"image": str(CAT), "labels": "cat, dog, bird"})
+    ensemble = runtime.run("zero_shot", {"image": str(CAT), "labels": "cat, dog, bird", "ensemble": True})
+    assert len(ensemble["templates"]) == 8 and single["templates"] == ["a photo of a {}."]
+    assert sum(item["score"] for item in ensemble["labels"]) == pytest.approx(1.0, abs=1e-5)
+    assert {i["label"]: i["score"] for i in single["labels"]} != pytest.approx(
+        {i["label"]: i["score"] for i in ensemble["labels"]}, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [("cat", "at least 2 different labels"), (" , ,\n", "at least 2"), ("cat, Cat , CAT", "at least 2"),
+     (",".join(f"label{i}" for i in range(51)), "51 labels given; the limit is 50")],
+)
+def test_label_errors(runtime, labels, message):
+    with pytest.raises(InputError, match=message):
+        runtime.run("zero_shot", {"image": str(CAT), "labels": labels})
+
+
+def test_labels_are_deduplicated_and_template_checked(runtime):
+    result = runtime.run("zero_shot", {"image": str(CAT), "labels": "cat, dog, cat,, Dog\nbird"})
+    assert sorted(item["label"] for item in result["labels"]) == ["bird", "cat", "dog"]
+    with pytest.raises(InputError, match="must contain {} exactly once"):
+        runtime.run("zero_shot", {"image": str(CAT), "labels": "cat, dog", "template": "a photo"})
+
+
+# -- speech -------------------------------------------------------------------------------------
+
+
+def test_whisper_transcript_matches_direct_generate(runtime, tiny_model_dir):
+    result = runtime.run("speech", {"audio": str(SPEECH_16K), "model": "openai/whisper-base", "timestamps": "none",
+                                    "language": "en"})
+    model, processor = reference(tiny_model_dir, "openai/whisper-base", transformers.WhisperForConditionalGeneration)
+    samples, rate = soundfile.read(SPEECH_16K, dtype="float32")
+    assert rate == 16_000
+    with torch.inference_mode():
+        features = processor.feature_extractor(samples, sampling_rate=16_000, return_tensors="pt",
+                                               return_attention_mask=True)
+        ids = model.generate(input_features=features.input_features, attention_mask=features.attention_mask,
+                             language="en", task="transcribe")
+    expected = processor.tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+    assert result["text"] == expected
+    assert result["duration"] == pytest.approx(len(samples) / 16_000, abs=1e-3)
+    assert result["downloads"]["txt"] == expected + "\n"
+    assert result["language"] == "en" and result["task"] == "transcribe"
+
+
+def test_segment_timestamps_and_subtitle_downloads(runtime):
+    result = runtime.run("speech", {"audio": str(ASSETS / "jfk.flac"), "timestamps": "segment"})
+    assert result["segments"], result
+    for segment in result["segments"]:
+        assert 0.0 <= segment["start"] <= segment["end"] <= result["duration"] + 1e-6
+        assert segment["text"]
+    srt, vtt = result["downloads"]["srt"], result["downloads"]["vtt"]
+    assert srt.startswith("1\n00:00:")
+    assert " --> " in srt and vtt.startswith("WEBVTT\n\n00:00:")
+
+
+def test_word_timestamps(runtime):
+    result = runtime.run("speech", {"audio": str(SPEECH_16K), "timestamps": "word",
+                                    "model": "openai/whisper-base"})
+    assert "words" in result
+    for word in result["words"]:
+        assert 0.0 <= word["start"] <= word["end"]
+
+
+def test_long_audio_is_transcribed_past_30_seconds(runtime, tmp_path):
+    rate = 16_000
+    rng = np.random.default_rng(0)
+    clip = np.concatenate([soundfile.read(SPEECH_16K, dtype="float32")[0]] * 13)  # ~38.6 s
+    clip = clip + rng.normal(0, 1e-3, clip.shape).astype(np.float32)
+    path = tmp_path / "long.wav"
+    soundfile.write(path, clip, rate)
+    result = runtime.run("speech", {"audio": str(path), "timestamps": "none", "model": "openai/whisper-base",
+                                    "language": "en"})
+    assert result["duration"] > 30
+    # Sequential long-form decoding ran over more than one 30 s window.
+    assert result["segments"] and max(s["end"] for s in result["segments"]) > 0
+
+
+def test_english_only_model_refuses_other_languages(runtime):
+    with pytest.raises(InputError, match="only understands English"):
+        runtime.run("speech", {"audio": str(SPEECH_16K), "model": "distil-whisper/distil-small.en",
+                               "language": "fr"})
+    with pytest.raises(InputError, match="Unknown language"):
+        runtime.run("speech", {"audio": str(SPEECH_16K), "language": "klingon"})
+
+
+def test_speech_input_errors(runtime, tmp_path):
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(16_000, dtype=np.float32), 16_000)
+    with pytest.raises(InputError, match="silent"):
+        runtime.run("speech", {"audio": str(silent)})
+    with pytest.raises(InputError, match="No audio"):
+        runtime.run("speech", {"audio": None})
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio")
+    with pytest.raises(InputError, match="not audio"):
+        runtime.run("speech", {"audio": str(text)})
+
+
+# -- models and the cache -----------------------------------------------------------------------
+
+
+def test_unknown_model_lists_the_choices(runtime):
+    with pytest.raises(InputError, match="choose one of Salesforce/blip-vqa-base"):
+        runtime.run("vqa", {"image": str(CAT), "question": "what?", "model": "someone/else"})
+
+
+def test_missing_model_names_the_id_and_how_to_provide_it(tmp_path):
+    empty = Runtime(Settings(model_dir=tmp_path, memory_budget=10**9, device="cpu"))
+    with pytest.raises(ModelUnavailableError, match=r"Salesforce/blip-vqa-base is not available offline .*"
+                                                     r"HF_HUB_OFFLINE is set.*put the checkpoint in"):
+        empty.run("vqa", {"image": str(CAT), "question": "what is this?"})
+
+
+def test_two_tasks_share_one_cache_entry(tiny_model_dir):
+    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
+    runtime.run("zero_shot", {"image": str(CAT), "labels": "cat, dog"})
+    runtime.preload("zero_shot")
+    report = runtime.cache_report()
+    assert [e["model"] for e in report["entries"]] == ["openai/clip-vit-base-patch32"]
+    assert report["misses"] == 1 and report["hits"] == 1
+
+
+def test_budget_evicts_the_coldest_model(tiny_model_dir):
+    probe = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
+    probe.preload("vqa")
+    probe.preload("captioning")
+    sizes = {e["model"]: e["bytes"] for e in probe.cache_report()["entries"]}
+    budget = max(sizes.values()) + min(sizes.values()) // 2  # one of the two fits, not both
+    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=budget, device="cpu"))
+    runtime.run("vqa", {"image": str(CAT), "question": "what is it?"})
+    runtime.run("captioning", {"image": str(CAT)})
+    report = runtime.cache_report()
+    assert [e["model"] for e in report["entries"]] == ["Salesforce/blip-image-captioning-base"]
+    assert report["evictions"] == 1 and report["used_bytes"] <= budget
+
+
+def test_model_of_the_wrong_kind_is_refused(tiny_model_dir):
+    settings = Settings(model_dir=tiny_model_dir, memory_budget=10**9, device="cpu", allow_custom_models=True)
+    runtime = Runtime(settings)
+    with pytest.raises(ModelUnavailableError, match="cannot run a CLIPModel"):
+        runtime.run("vqa", {"image": str(CAT), "question": "what?", "model": "openai/clip-vit-base-patch32"})
