@@ -96,7 +96,7 @@ def test_models_panel_endpoints(client):
         ("/zero_shot", (handle_file(CAT), "cat", "openai/clip-vit-base-patch32", "a photo of a {}.", False),
          "at least 2 different labels"),
         ("/speech", (None, "openai/whisper-base", "auto", "transcribe", "none"), "No audio"),
-        ("/vqa", (handle_file(CAT), "What?", "evil/remote-code"), "Unknown model"),
+        ("/vqa", (handle_file(CAT), "What?", "evil/remote-code"), "not in the list of choices"),
     ],
 )
 def test_errors_are_one_line_messages(client, api_name, args, message):

@@ -44,7 +44,7 @@ def build(runtime: Runtime) -> None:
                                label="Preload a tab's default model")
             preload = gr.Button("Preload")
         with gr.Column():
-            resident = gr.Dropdown([], label="Unload a resident model")
+            resident = gr.Dropdown([], label="Unload a resident model", allow_custom_value=True)
             unload = gr.Button("Unload")
     refresh = gr.Button("Refresh", size="sm")
     report = gr.JSON(visible=False)
