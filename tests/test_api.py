@@ -118,7 +118,7 @@ def test_bad_files_are_refused_and_the_server_keeps_serving(client, tmp_path):
                        api_name="/speech")
     fake_image = tmp_path / "photo.png"
     fake_image.write_text("not an image either")
-    with pytest.raises(AppError):
+    with pytest.raises(AppError, match="not an image that can be read"):
         client.predict(handle_file(str(fake_image)), "What?", "Salesforce/blip-vqa-base", api_name="/vqa")
     # ...and the next good request works.
     result = client.predict(handle_file(CAT), "What animal is this?", "Salesforce/blip-vqa-base", api_name="/vqa")

@@ -2,9 +2,10 @@
 
 from mmdemo.registry import register
 from mmdemo.tasks.captioning import CaptioningTask
+from mmdemo.tasks.sentiment import SentimentTask
 from mmdemo.tasks.speech import SpeechTask
 from mmdemo.tasks.vqa import VqaTask
 from mmdemo.tasks.zero_shot import ZeroShotTask
 
-for task in (VqaTask(), CaptioningTask(), ZeroShotTask(), SpeechTask()):
+for task in (VqaTask(), CaptioningTask(), ZeroShotTask(), SpeechTask(), SentimentTask()):
     register(task)

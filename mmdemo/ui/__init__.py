@@ -9,7 +9,7 @@ import gradio as gr
 from mmdemo import registry
 from mmdemo.config import Settings
 from mmdemo.runtime import Runtime
-from mmdemo.ui import captioning, models_panel, speech, vqa, zero_shot
+from mmdemo.ui import captioning, models_panel, sentiment, speech, vqa, zero_shot
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,7 @@ TAB_BUILDERS = {
     "captioning": captioning.build,
     "zero_shot": zero_shot.build,
     "speech": speech.build,
+    "sentiment": sentiment.build,
 }
 
 HEADER = """# mmdemo

@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 
 from mmdemo.runtime import Runtime
-from mmdemo.ui.common import asset, model_dropdown, provenance_line, wire
+from mmdemo.ui.common import asset, image_input, model_dropdown, provenance_line, wire
 
 EXAMPLES = [["skimage_astronaut.jpg", ""], ["skimage_rocket.jpg", "a photography of"], ["skimage_coffee.png", ""]]
 
@@ -23,7 +23,7 @@ def render(result: dict[str, Any] | None) -> tuple[str, str]:
 def build(runtime: Runtime) -> None:
     with gr.Row(equal_height=False):
         with gr.Column():
-            image = gr.Image(type="filepath", label="Image", height=320)
+            image = image_input(label="Image", height=320)
             prefix = gr.Textbox(label="Start of the caption (optional)", placeholder="e.g. a photography of",
                                 max_lines=1)
             model = model_dropdown(runtime, "captioning")

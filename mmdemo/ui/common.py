@@ -11,6 +11,7 @@ import gradio as gr
 
 from mmdemo import registry
 from mmdemo.errors import BusyError, InputError, ModelUnavailableError
+from mmdemo.media import load_image
 from mmdemo.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -23,31 +24,62 @@ def asset(name: str) -> str:
     return str(ASSETS / name)
 
 
-def model_dropdown(runtime: Runtime, task_name: str) -> gr.Dropdown:
-    """The curated models; offline, the ones on this machine are marked and the default is one of them."""
-    choices = runtime.model_choices(task_name)
+def model_dropdown(runtime: Runtime, task_name: str, *, label: str = "Model",
+                   extra: Sequence[tuple[str, str, bool]] = ()) -> gr.Dropdown:
+    """The task's curated models; offline, the ones on this machine are marked and the default is one of them.
+
+    Args:
+        extra: more (id, note, available offline) choices after the curated ones, e.g. a lexicon backend.
+    """
+    choices = [(c.spec.id, c.spec.note, c.available_offline) for c in runtime.model_choices(task_name)]
+    choices += list(extra)
     offline = not runtime.hub_reachable()
-    value = choices[0].spec.id
+    value = choices[0][0]
     info = None
     if offline:
-        local = [c for c in choices if c.available_offline]
-        if local:
-            value = local[0].spec.id
+        value = next((model_id for model_id, _, local in choices if local), value)
         info = ("Offline: ✓ marks models on this machine. Get others with `python -m mmdemo.models install-offline` "
                 f"(Whisper) or a checkpoint in {runtime.settings.model_dir}/<org>/<name>.")
 
-    def label(choice) -> str:
-        mark = "✓ " if offline and choice.available_offline else ""
-        missing = " (not on this machine)" if offline and not choice.available_offline else ""
-        return f"{mark}{choice.spec.id}{missing} · {choice.spec.note}" if choice.spec.note else choice.spec.id
+    def title(model_id: str, note: str, local: bool) -> str:
+        mark = "✓ " if offline and local else ""
+        missing = " (not on this machine)" if offline and not local else ""
+        return f"{mark}{model_id}{missing} · {note}" if note else f"{mark}{model_id}{missing}"
 
     return gr.Dropdown(
-        choices=[(label(c), c.spec.id) for c in choices],
+        choices=[(title(*choice), choice[0]) for choice in choices],
         value=value,
-        label="Model",
+        label=label,
         info=info,
         allow_custom_value=runtime.settings.allow_custom_models,
     )
+
+
+def image_input(**kwargs: Any) -> gr.Image:
+    """A gr.Image whose unreadable uploads fail with the media module's one-line reason.
+
+    gr.Image opens every upload with Pillow before the handler runs; on a file that is not an image the
+    visitor would otherwise get Gradio's generic "the app raised an exception". The wrapper is set on the
+    instance: subclassing a Gradio component makes Gradio write a .pyi stub next to this module.
+    """
+    image = gr.Image(type="filepath", **kwargs)
+    gradio_preprocess = image.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return gradio_preprocess(payload)
+        except Exception as e:
+            path = getattr(payload, "path", None)
+            if not path:
+                raise
+            try:
+                load_image(path)
+            except InputError as reason:
+                raise gr.Error(str(reason), print_exception=False) from e
+            raise
+
+    image.preprocess = preprocess  # type: ignore[method-assign]
+    return image
 
 
 def run_task(runtime: Runtime, task_name: str, raw: dict[str, Any], progress: gr.Progress) -> dict[str, Any]:
@@ -86,11 +118,6 @@ def provenance_line(result: dict[str, Any] | None) -> str:
     info = result["provenance"]
     models = ", ".join(f"`{model}`" for model in dict.fromkeys(info["models"].values()))
     return f"<small>{models} · {info['device']} · {info['dtype']} · {info['ms']:.0f} ms</small>"
-
-
-def header(task_name: str) -> None:
-    task = registry.get(task_name)
-    gr.Markdown(f"{task.description}")
 
 
 def wire(

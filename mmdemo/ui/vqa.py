@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 
 from mmdemo.runtime import Runtime
-from mmdemo.ui.common import asset, model_dropdown, provenance_line, wire
+from mmdemo.ui.common import asset, image_input, model_dropdown, provenance_line, wire
 
 EXAMPLES = [
     ["skimage_chelsea.png", "What animal is this?"],
@@ -27,7 +27,7 @@ def render(result: dict[str, Any] | None) -> tuple[Any, str]:
 def build(runtime: Runtime) -> None:
     with gr.Row(equal_height=False):
         with gr.Column():
-            image = gr.Image(type="filepath", label="Image", height=320)
+            image = image_input(label="Image", height=320)
             question = gr.Textbox(label="Question", placeholder="e.g. What is the cat lying on?", max_lines=2)
             model = model_dropdown(runtime, "vqa")
             button = gr.Button("Answer", variant="primary")

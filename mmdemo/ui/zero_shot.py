@@ -8,7 +8,7 @@ import gradio as gr
 
 from mmdemo.runtime import Runtime
 from mmdemo.tasks.zero_shot import DEFAULT_TEMPLATE
-from mmdemo.ui.common import asset, model_dropdown, provenance_line, wire
+from mmdemo.ui.common import asset, image_input, model_dropdown, provenance_line, wire
 
 EXAMPLES = [
     ["skimage_chelsea.png", "cat, dog, rabbit, tiger"],
@@ -31,7 +31,7 @@ def render(result: dict[str, Any] | None) -> tuple[Any, str]:
 def build(runtime: Runtime) -> None:
     with gr.Row(equal_height=False):
         with gr.Column():
-            image = gr.Image(type="filepath", label="Image", height=320)
+            image = image_input(label="Image", height=320)
             labels = gr.Textbox(label="Candidate labels", placeholder="cat, dog, bird (comma or one per line)",
                                 lines=2, info=f"2 to {runtime.settings.max_labels} labels; duplicates are dropped")
             model = model_dropdown(runtime, "zero_shot")
