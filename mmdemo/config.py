@@ -36,12 +36,8 @@ def parse_bytes(text: str) -> int:
         "TB": 1000**4, "GB": 1000**3, "MB": 1000**2, "KB": 1000,
         "T": 1024**4, "G": 1024**3, "M": 1024**2, "K": 1024, "B": 1,
     }
-    for suffix, factor in units.items():
-        if cleaned.endswith(suffix):
-            number = cleaned[: -len(suffix)]
-            break
-    else:
-        number, factor = cleaned, 1
+    suffix = next((unit for unit in units if cleaned.endswith(unit)), "")
+    number, factor = (cleaned[: -len(suffix)], units[suffix]) if suffix else (cleaned, 1)
     try:
         value = float(number)
     except ValueError as e:

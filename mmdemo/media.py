@@ -12,9 +12,10 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Union
+from typing import Union
 
 import numpy as np
 import soundfile
