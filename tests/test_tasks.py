@@ -333,3 +333,19 @@ def test_model_of_the_wrong_kind_is_refused(tiny_model_dir):
     runtime = Runtime(settings)
     with pytest.raises(ModelUnavailableError, match="cannot run a CLIPModel"):
         runtime.run("vqa", {"image": str(CAT), "question": "what?", "model": "openai/clip-vit-base-patch32"})
+
+
+def test_auto_language_is_detected_and_reported_with_parity(runtime, tiny_model_dir):
+    result = runtime.run("speech", {"audio": str(SPEECH_16K), "model": "openai/whisper-base", "timestamps": "none"})
+    model, processor = reference(tiny_model_dir, "openai/whisper-base", transformers.WhisperForConditionalGeneration)
+    samples, _ = soundfile.read(SPEECH_16K, dtype="float32")
+    with torch.inference_mode():
+        features = processor.feature_extractor(samples, sampling_rate=16_000, return_tensors="pt")
+        detected = int(model.detect_language(input_features=features.input_features)[0])
+        ids = model.generate(input_features=features.input_features)  # transformers detects on its own
+    codes = {token_id: token.strip("<|>") for token, token_id in model.generation_config.lang_to_id.items()}
+    assert result["language"] == codes[detected]
+    assert result["text"] == processor.tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+    segmented = runtime.run("speech", {"audio": str(SPEECH_16K), "model": "openai/whisper-base",
+                                       "timestamps": "segment"})
+    assert segmented["language"] == codes[detected]

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
 from mmdemo.loading import ModelBundle
@@ -97,7 +99,7 @@ class SpeechTask(Task[SpeechInputs]):
         text, segments = output["text"], output["segments"]
         result = {
             "text": text,
-            "language": inputs.language or "auto",
+            "language": output["language"],  # the chosen or detected code
             "task": inputs.task,
             "duration": round(inputs.audio.duration, 3),
             "segments": segments,
@@ -115,25 +117,42 @@ def _generate_options(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, An
     return {"language": inputs.language, "task": inputs.task}
 
 
-def _features(bundle: ModelBundle, clip: AudioClip) -> dict[str, Any]:
+def _features(bundle: ModelBundle, samples: np.ndarray) -> dict[str, Any]:
     """Log-mel features; longer than one window means unpadded, untruncated input for long-form decoding."""
     extractor = bundle.processor.feature_extractor
     kwargs: dict[str, Any] = {"sampling_rate": SAMPLE_RATE, "return_tensors": "pt", "return_attention_mask": True}
-    if clip.duration > WINDOW_SECONDS:
+    if len(samples) > WINDOW_SECONDS * SAMPLE_RATE:
         kwargs.update(truncation=False, padding="longest")
-    features = extractor(clip.samples, **kwargs)
+    features = extractor(samples, **kwargs)
     return bundle.prepare({"input_features": features.input_features, "attention_mask": features.attention_mask})
+
+
+def _detect_language(bundle: ModelBundle, **encoded: Any) -> str:
+    """Whisper's own language guess (from `input_features`' first window or `encoder_outputs`), as a code."""
+    token_id = int(bundle.model.detect_language(**encoded)[0])
+    by_id = {value: token for token, value in bundle.model.generation_config.lang_to_id.items()}
+    return by_id[token_id].strip("<|>")
 
 
 def _transcribe(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, Any]:
     tokenizer = bundle.tokenizer
     options = _generate_options(bundle, inputs)
-    batch = _features(bundle, inputs.audio)
+    batch = _features(bundle, inputs.audio.samples)
     duration = inputs.audio.duration
-    if inputs.timestamps == "none" and duration <= WINDOW_SECONDS:
+    long_form = duration > WINDOW_SECONDS
+    if "language" in options and options["language"] is None:
+        # Detect once and say what was heard; within one window the encoder pass is reused for decoding.
+        if long_form:
+            options["language"] = _detect_language(bundle, input_features=batch["input_features"])
+        else:
+            batch = {"encoder_outputs": bundle.model.get_encoder()(input_features=batch["input_features"])}
+            options["language"] = _detect_language(bundle, encoder_outputs=batch["encoder_outputs"])
+    language = options.get("language") or "en"
+    if inputs.timestamps == "none" and not long_form:
         ids = bundle.model.generate(**batch, **options)
         text = tokenizer.decode(ids[0], skip_special_tokens=True).strip()
-        return {"text": text, "segments": [{"start": 0.0, "end": round(duration, 3), "text": text}]}
+        return {"text": text, "language": language,
+                "segments": [{"start": 0.0, "end": round(duration, 3), "text": text}]}
     output = bundle.model.generate(**batch, return_timestamps=True, return_segments=True, **options)
     segments = []
     for segment in output["segments"][0]:
@@ -141,7 +160,7 @@ def _transcribe(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, Any]:
         if text:
             segments.append({"start": round(float(segment["start"]), 3),
                              "end": round(min(float(segment["end"]), duration), 3), "text": text})
-    return {"text": " ".join(s["text"] for s in segments), "segments": segments}
+    return {"text": " ".join(s["text"] for s in segments), "language": language, "segments": segments}
 
 
 def _transcribe_words(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, Any]:
@@ -155,11 +174,15 @@ def _transcribe_words(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, An
         device=bundle.device,
     )
     duration = inputs.audio.duration
+    options = _generate_options(bundle, inputs)
+    if "language" in options and options["language"] is None:
+        first_window = _features(bundle, inputs.audio.samples[: int(WINDOW_SECONDS * SAMPLE_RATE)])
+        options["language"] = _detect_language(bundle, input_features=first_window["input_features"])
     result = recognizer(
         inputs.audio.samples.copy(),  # the pipeline may modify its input in place
         return_timestamps="word",
         chunk_length_s=WINDOW_SECONDS if duration > WINDOW_SECONDS else None,
-        generate_kwargs=_generate_options(bundle, inputs),
+        generate_kwargs=options,
     )
     words = []
     for chunk in result.get("chunks", []):
@@ -167,7 +190,8 @@ def _transcribe_words(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, An
         start = float(start or 0.0)
         words.append({"start": round(start, 3), "end": round(float(end if end is not None else duration), 3),
                       "text": chunk["text"].strip()})
-    return {"text": result["text"].strip(), "segments": group_words(words), "words": words}
+    return {"text": result["text"].strip(), "language": options.get("language") or "en",
+            "segments": group_words(words), "words": words}
 
 
 def transcribe_clip(bundle: ModelBundle, clip: AudioClip, language: str | None = None) -> str:
