@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_models
 import torch
 from PIL import Image
-
-import tiny_models
 from tiny_models import MARKER_FILE, TINY_MODEL_IDS, build_tiny_model, ensure_tiny_models
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media" / "images"
@@ -214,7 +213,12 @@ def _noise(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("model_id", WHISPER_MULTI + (WHISPER_EN,))
 def test_whisper(tiny_model_dir: Path, model_id: str) -> None:
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer
+    from transformers import (
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
 
     path, model = _load(tiny_model_dir, model_id)
     processor = _processor(path)
