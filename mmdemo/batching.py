@@ -1,0 +1,80 @@
+"""Request batching: concurrent requests that can share one forward pass are gathered and run together.
+
+The first request for a key opens a batch and waits up to `window` seconds (or until the batch is full)
+for others with the same key; then it runs the whole batch once and hands each request its own result.
+No request waits longer than the window plus one batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class _Batch:
+    items: list[Any] = field(default_factory=list)
+    results: Sequence[Any] | None = None
+    error: BaseException | None = None
+    full: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class Batched:
+    """One request's result and the size of the batch it ran in."""
+
+    result: Any
+    batch_size: int
+
+
+class Batcher:
+    """Gathers items submitted under equal keys within a short window into one call.
+
+    Args:
+        window_seconds: how long the first request of a batch waits for others.
+        max_batch: the most items in one call; 1 turns batching off (no waiting at all).
+    """
+
+    def __init__(self, window_seconds: float, max_batch: int) -> None:
+        if max_batch < 1 or window_seconds < 0:
+            raise ValueError(f"Batching needs max_batch >= 1 and a window >= 0, got {max_batch} and {window_seconds}")
+        self.window_seconds = window_seconds
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        self._open: dict[Hashable, _Batch] = {}
+
+    def submit(self, key: Hashable, item: Any, run: Callable[[list[Any]], Sequence[Any]]) -> Batched:
+        """Run `item` alone or with others submitted under `key`; `run` maps a list of items to their results."""
+        if self.max_batch == 1:
+            return Batched(run([item])[0], 1)
+        with self._lock:
+            batch = self._open.get(key)
+            leader = batch is None
+            if leader:
+                batch = self._open[key] = _Batch()
+            index = len(batch.items)
+            batch.items.append(item)
+            if len(batch.items) >= self.max_batch:
+                self._open.pop(key, None)  # full: later requests start a new batch
+                batch.full.set()
+        if leader:
+            batch.full.wait(self.window_seconds)
+            with self._lock:
+                if self._open.get(key) is batch:
+                    del self._open[key]
+            try:
+                batch.results = run(list(batch.items))
+                if len(batch.results) != len(batch.items):
+                    raise RuntimeError(f"A batch of {len(batch.items)} gave {len(batch.results)} results")
+            except BaseException as e:  # every request of the batch gets the error
+                batch.error = e
+            finally:
+                batch.done.set()
+        else:
+            batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return Batched(batch.results[index], len(batch.items))
