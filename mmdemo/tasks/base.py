@@ -7,7 +7,7 @@ task needs, pins them in the cache, and hands the loaded bundles to `predict`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -18,6 +18,12 @@ from mmdemo.loading import ModelBundle
 __all__ = ["InputError", "ModelSpec", "Task", "clean_text"]
 
 InputsT = TypeVar("InputsT")
+
+# GPU seconds every call needs on ZeroGPU before a task computes anything: forking the worker, CUDA start-up,
+# copying the cached weights to the GPU, first-call kernel set-up. Tasks add their own estimate to it.
+GPU_SETUP_SECONDS = 10.0
+# For a task that does not estimate its calls: ZeroGPU's own default duration.
+DEFAULT_GPU_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,25 @@ class Task(ABC, Generic[InputsT]):
     def predict(self, bundles: Mapping[str, ModelBundle], inputs: InputsT) -> Any:
         """Run the models; called under torch.inference_mode() with the bundles pinned in the cache."""
 
+    def batch_key(self, inputs: InputsT) -> Hashable | None:
+        """Requests with equal keys may run as one batch (`predict_batch`); None: this one runs alone."""
+        return None
+
+    def predict_batch(self, bundles: Mapping[str, ModelBundle], batch: Sequence[InputsT]) -> list[Any]:
+        """Predict several requests that share a batch key; override where one pass can serve them all."""
+        return [self.predict(bundles, inputs) for inputs in batch]
+
     @abstractmethod
     def format(self, output: Any, inputs: InputsT) -> dict[str, Any]:
         """Plain JSON-able result for the UI and the API."""
+
+    def gpu_seconds(self, inputs: InputsT) -> float:
+        """A generous estimate of the GPU seconds one `predict` call needs, for ZeroGPU's scheduler.
+
+        ZeroGPU aborts a call that runs past it, and queues shorter requests sooner: overrides scale it with
+        the work in `inputs` (audio seconds, beams, labels).
+        """
+        return DEFAULT_GPU_SECONDS
 
 
 def clean_text(value: Any, *, what: str, max_chars: int, required: bool = True) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,52 +86,60 @@ class CaptioningTask(Task[CaptionInputs]):
         )
 
     def predict(self, bundles: Mapping[str, ModelBundle], inputs: CaptionInputs) -> list[str]:
+        return self.predict_batch(bundles, [inputs])[0]
+
+    def batch_key(self, inputs: CaptionInputs) -> Hashable | None:
+        """Beam-search requests with the same model, prefix and options share one generate() call."""
+        if inputs.options.mode != "beam":
+            return None  # a seeded sample must not depend on who else asked at the same time
+        return (inputs.model, inputs.prefix, inputs.options)
+
+    def predict_batch(self, bundles: Mapping[str, ModelBundle], batch: Sequence[CaptionInputs]) -> list[list[str]]:
         bundle = bundles["model"]
-        options = inputs.options
-        batch = _model_inputs(bundle, inputs.image, inputs.prefix)
+        options = batch[0].options  # equal within a batch (batch_key)
+        model_inputs = _model_inputs(bundle, [inputs.image for inputs in batch], batch[0].prefix)
         wanted = options.num_captions
         if options.mode == "beam":
-            beams = max(options.num_beams, wanted)
-            kwargs = {"num_beams": beams, "num_return_sequences": beams, "do_sample": False}
+            per_image = max(options.num_beams, wanted)
+            kwargs = {"num_beams": per_image, "num_return_sequences": per_image, "do_sample": False}
         else:
             # Ask for extra samples: duplicates are dropped below.
+            per_image = min(2 * wanted, 10)
             kwargs = {"do_sample": True, "top_p": options.top_p, "temperature": options.temperature,
-                      "top_k": 0, "num_beams": 1, "num_return_sequences": min(2 * wanted, 10)}
+                      "top_k": 0, "num_beams": 1, "num_return_sequences": per_image}
         kwargs["max_new_tokens"] = options.max_new_tokens
         if options.mode == "sample":
             with _SAMPLING_LOCK:
                 torch.manual_seed(options.seed)
-                sequences = bundle.model.generate(**batch, **kwargs)
+                sequences = bundle.model.generate(**model_inputs, **kwargs)
         else:
-            sequences = bundle.model.generate(**batch, **kwargs)
+            sequences = bundle.model.generate(**model_inputs, **kwargs)
         tokenizer = bundle.tokenizer or bundle.processor
         texts = [" ".join(text.split()) for text in tokenizer.batch_decode(sequences, skip_special_tokens=True)]
-        return _distinct(texts)[:wanted]
+        # generate() returns each image's sequences together, best first.
+        return [_distinct(texts[i * per_image:(i + 1) * per_image])[:wanted] for i in range(len(batch))]
 
     def format(self, output: list[str], inputs: CaptionInputs) -> dict[str, Any]:
         return {"captions": output, "caption": output[0] if output else "", "prefix": inputs.prefix,
                 "decoding": inputs.options.mode}
 
 
-def _model_inputs(bundle: ModelBundle, image: Image.Image, prefix: str) -> dict[str, Any]:
+def _model_inputs(bundle: ModelBundle, images: list[Image.Image], prefix: str) -> dict[str, Any]:
     """Pixel values plus the prefix as the decoder's start, in each architecture's own way."""
-    if bundle.architecture == "VisionEncoderDecoderModel":
-        batch = {"pixel_values": bundle.processor(images=image, return_tensors="pt").pixel_values}
-        if prefix:
-            start = bundle.model.config.decoder_start_token_id
-            ids = bundle.tokenizer(prefix, add_special_tokens=False).input_ids
-            batch["decoder_input_ids"] = torch.tensor([[start, *ids]])
-        return bundle.prepare(batch)
-    if bundle.architecture == "GitForCausalLM":
-        batch = {"pixel_values": bundle.processor(images=image, return_tensors="pt").pixel_values}
+    count = len(images)
+    if bundle.architecture in ("VisionEncoderDecoderModel", "GitForCausalLM"):
+        batch = {"pixel_values": bundle.processor(images=images, return_tensors="pt").pixel_values}
         if prefix:
             ids = bundle.tokenizer(prefix, add_special_tokens=False).input_ids
-            batch["input_ids"] = torch.tensor([[bundle.tokenizer.cls_token_id, *ids]])
+            if bundle.architecture == "VisionEncoderDecoderModel":
+                batch["decoder_input_ids"] = torch.tensor([[bundle.model.config.decoder_start_token_id, *ids]] * count)
+            else:
+                batch["input_ids"] = torch.tensor([[bundle.tokenizer.cls_token_id, *ids]] * count)
         return bundle.prepare(batch)
     # BLIP: conditional captioning takes the prefix as text.
     if prefix:
-        return bundle.prepare(bundle.processor(images=image, text=prefix, return_tensors="pt"))
-    return bundle.prepare(bundle.processor(images=image, return_tensors="pt"))
+        return bundle.prepare(bundle.processor(images=images, text=[prefix] * count, return_tensors="pt"))
+    return bundle.prepare(bundle.processor(images=images, return_tensors="pt"))
 
 
 def _distinct(texts: list[str]) -> list[str]:

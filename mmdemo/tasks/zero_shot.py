@@ -7,7 +7,7 @@ own with a sigmoid (they need not sum to 1).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,8 +94,22 @@ class ZeroShotTask(Task[ZeroShotInputs]):
         )
 
     def predict(self, bundles: Mapping[str, ModelBundle], inputs: ZeroShotInputs) -> dict[str, Any]:
-        scores = score_labels(bundles["model"], inputs.image, inputs.labels, inputs.templates)
-        return {"scores": scores.tolist(), "sigmoid": is_sigmoid(bundles["model"])}
+        return self.predict_batch(bundles, [inputs])[0]
+
+    def batch_key(self, inputs: ZeroShotInputs) -> Hashable:
+        """Requests for the same model and templates share the image and text towers' passes."""
+        return (inputs.model, inputs.templates)
+
+    def predict_batch(self, bundles: Mapping[str, ModelBundle], batch: Sequence[ZeroShotInputs]) -> list[dict[str, Any]]:
+        bundle = bundles["model"]
+        labels = list(dict.fromkeys(label for inputs in batch for label in inputs.labels))  # union, in order
+        column = {label: i for i, label in enumerate(labels)}
+        logits = label_logits(bundle, [inputs.image for inputs in batch], labels, batch[0].templates)
+        return [
+            {"scores": logits_to_scores(bundle, row[[column[label] for label in inputs.labels]]).tolist(),
+             "sigmoid": is_sigmoid(bundle)}
+            for inputs, row in zip(batch, logits, strict=True)
+        ]
 
     def format(self, output: dict[str, Any], inputs: ZeroShotInputs) -> dict[str, Any]:
         ranked = sorted(zip(inputs.labels, output["scores"]), key=lambda pair: -pair[1])
@@ -110,19 +124,15 @@ def is_sigmoid(bundle: ModelBundle) -> bool:
     return bundle.architecture == "SiglipModel"
 
 
-def score_labels(bundle: ModelBundle, image: Image.Image, labels: tuple[str, ...],
-                 templates: tuple[str, ...]) -> torch.Tensor:
-    """Scores for `labels` on `image`: each label's text embedding averaged over the templates.
-
-    Returns a float32 CPU tensor aligned with `labels`: softmax probabilities for CLIP, independent
-    sigmoid probabilities for SigLIP. Used by the sentiment task too (image polarity prompts).
-    """
+def label_logits(bundle: ModelBundle, images: Sequence[Image.Image], labels: Sequence[str],
+                 templates: Sequence[str]) -> torch.Tensor:
+    """Image-label logits (images × labels): each label's text embedding is averaged over the templates."""
     model = bundle.model
     prompts = [template.format(label) for label in labels for template in templates]
     # SigLIP's text tower reads the last position: it was trained with max-length padding.
     padding = "max_length" if is_sigmoid(bundle) else True
     text = bundle.prepare(bundle.processor(text=prompts, padding=padding, truncation=True, return_tensors="pt"))
-    pixels = bundle.prepare(bundle.processor(images=image, return_tensors="pt"))
+    pixels = bundle.prepare(bundle.processor(images=list(images), return_tensors="pt"))
     text_embeds = model.get_text_features(**text).pooler_output.float()
     image_embeds = model.get_image_features(**pixels).pooler_output.float()
     text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
@@ -131,5 +141,16 @@ def score_labels(bundle: ModelBundle, image: Image.Image, labels: tuple[str, ...
     image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
     logits = model.logit_scale.float().exp() * image_embeds @ text_embeds.T
     if is_sigmoid(bundle):
-        return (logits + model.logit_bias.float()).sigmoid()[0].cpu()
-    return logits.softmax(dim=-1)[0].cpu()
+        logits = logits + model.logit_bias.float()
+    return logits.cpu()
+
+
+def logits_to_scores(bundle: ModelBundle, logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the given labels for CLIP; an independent sigmoid per label for SigLIP."""
+    return logits.sigmoid() if is_sigmoid(bundle) else logits.softmax(dim=-1)
+
+
+def score_labels(bundle: ModelBundle, image: Image.Image, labels: tuple[str, ...],
+                 templates: tuple[str, ...]) -> torch.Tensor:
+    """Scores for `labels` on one image, aligned with `labels` (used by the sentiment task too)."""
+    return logits_to_scores(bundle, label_logits(bundle, [image], labels, templates)[0])
