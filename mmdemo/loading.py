@@ -112,8 +112,36 @@ def _load_processor(path: Path, architecture: str) -> tuple[Any, Any]:
     return processor, getattr(processor, "tokenizer", None)
 
 
-def load_bundle(path: Path, *, device: str, dtype: torch.dtype, allowed: frozenset[str]) -> ModelBundle:
-    """Load the checkpoint in `path` onto `device` in `dtype`, in eval mode.
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantization of every Linear layer (weights int8, activations quantized on the fly).
+
+    On CPU this roughly halves Whisper's decoding time at unchanged word error rate (see the benchmark).
+    """
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks its quantized tensors as deprecated; still the fastest CPU path
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def module_nbytes(model: torch.nn.Module) -> int:
+    """Bytes of parameters and buffers (tied weights once), plus the packed weights of int8 Linear layers."""
+    from mmdemo.cache import measure_nbytes
+
+    total = measure_nbytes(model)
+    for module in model.modules():
+        packed = getattr(module, "_packed_params", None)
+        if packed is not None and hasattr(module, "weight") and callable(module.weight):
+            weight, bias = module.weight(), module.bias()
+            total += weight.numel() * weight.element_size() + (bias.numel() * bias.element_size() if bias is not None else 0)
+    return total
+
+
+def load_bundle(path: Path, *, device: str, dtype: torch.dtype, allowed: frozenset[str],
+                quantize: bool = False) -> ModelBundle:
+    """Load the checkpoint in `path` onto `device` in `dtype`, in eval mode (int8 Linear layers if `quantize`).
 
     Weights go straight to their device (accelerate's device map) rather than through a full CPU copy.
     Never runs code from the checkpoint (no trust_remote_code).
@@ -128,7 +156,7 @@ def load_bundle(path: Path, *, device: str, dtype: torch.dtype, allowed: frozens
             f"Loading {path.name} failed ({type(e).__name__}): its files look incomplete or corrupt"
         ) from e
     model.eval()
-    from mmdemo.cache import measure_nbytes
-
+    if quantize:
+        model = quantize_int8(model)
     return ModelBundle(model=model, processor=processor, architecture=architecture, tokenizer=tokenizer,
-                       nbytes=measure_nbytes(model))
+                       nbytes=module_nbytes(model))
