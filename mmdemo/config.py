@@ -61,11 +61,26 @@ class Settings:
     max_image_pixels: int = 40_000_000  # MMDEMO_MAX_IMAGE_PIXELS: larger images are refused before decoding
     max_text_chars: int = 2_000  # MMDEMO_MAX_TEXT_CHARS: longest question, prefix or label list
     max_labels: int = 50  # MMDEMO_MAX_LABELS: most candidate labels for zero-shot classification
+    max_upload_bytes: int = 100_000_000  # MMDEMO_MAX_UPLOAD_BYTES: larger uploads are refused by the server
     hub_timeout: float = 3.0  # MMDEMO_HUB_TIMEOUT: seconds to wait when probing whether the hub is reachable
     host: str = "127.0.0.1"  # MMDEMO_HOST / --host (0.0.0.0 on Spaces)
     port: int = 7860  # MMDEMO_PORT / --port
     concurrency: int = 2  # MMDEMO_CONCURRENCY: requests a tab runs at the same time
     max_queue: int = 64  # MMDEMO_MAX_QUEUE: waiting requests before visitors are told the app is busy
+    quantize: str = "auto"  # MMDEMO_QUANTIZE: auto (int8 Whisper on CPU), int8 (every linear layer on CPU), none
+    batch_window_ms: float = 10.0  # MMDEMO_BATCH_WINDOW_MS: how long a request waits for others to batch with
+    max_batch: int = 8  # MMDEMO_MAX_BATCH: most requests in one batch; 1 turns batching off
+
+    def __post_init__(self) -> None:
+        # A zero or negative limit would refuse every request (or none): say which variable is wrong instead.
+        for name in LIMITS:
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}: fix {_ENV[name][0]}")
+
+
+LIMITS = ("max_audio_seconds", "max_image_pixels", "max_text_chars", "max_labels", "max_upload_bytes",
+          "concurrency", "max_queue")  # what a visitor can ask of the app, each a Settings field above
 
 
 _ENV: dict[str, tuple[str, object]] = {
@@ -79,11 +94,15 @@ _ENV: dict[str, tuple[str, object]] = {
     "max_image_pixels": ("MMDEMO_MAX_IMAGE_PIXELS", int),
     "max_text_chars": ("MMDEMO_MAX_TEXT_CHARS", int),
     "max_labels": ("MMDEMO_MAX_LABELS", int),
+    "max_upload_bytes": ("MMDEMO_MAX_UPLOAD_BYTES", parse_bytes),
     "hub_timeout": ("MMDEMO_HUB_TIMEOUT", float),
     "host": ("MMDEMO_HOST", str),
     "port": ("MMDEMO_PORT", int),
     "concurrency": ("MMDEMO_CONCURRENCY", int),
     "max_queue": ("MMDEMO_MAX_QUEUE", int),
+    "quantize": ("MMDEMO_QUANTIZE", str),
+    "batch_window_ms": ("MMDEMO_BATCH_WINDOW_MS", float),
+    "max_batch": ("MMDEMO_MAX_BATCH", int),
 }
 
 

@@ -1,22 +1,83 @@
-"""Device and precision choice, and the memory budget that follows from them."""
+"""Device and precision choice, the memory budget that follows from them, and the GPU-decorator shim.
+
+On a Hugging Face ZeroGPU Space (`SPACES_ZERO_GPU` set and the `spaces` package importable) `gpu_function`
+wraps a function with `spaces.GPU`, so a GPU is attached only while it runs; everywhere else it returns the
+function unchanged. ZeroGPU patches torch's CUDA calls when `spaces` is imported and refuses a process that
+initialized CUDA before: this module imports it before torch, and `app.py` imports this module first.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
-
-import psutil
-import torch
+import math
+import os
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+
+
+def on_zero_gpu(environ: dict[str, str] | None = None) -> bool:
+    """Whether this process runs on ZeroGPU hardware (the variable the `spaces` package reads too)."""
+    value = (os.environ if environ is None else environ).get("SPACES_ZERO_GPU", "")
+    return value.strip().lower() in {"1", "t", "true"}
+
+
+def zero_gpu_spaces() -> ModuleType | None:
+    """The `spaces` package when running on ZeroGPU, else None (no-op everywhere else)."""
+    if not on_zero_gpu():
+        return None
+    try:
+        return importlib.import_module("spaces")
+    except ImportError:
+        log.warning("SPACES_ZERO_GPU is set but the `spaces` package is missing: running without ZeroGPU")
+        return None
+
+
+_spaces = zero_gpu_spaces()  # before torch: see the module docstring
+if _spaces is not None and hasattr(_spaces, "disable_gradio_auto_wrap"):
+    # Only the predict functions we wrap should hold a GPU, not every Gradio event (the Models panel, uploads).
+    _spaces.disable_gradio_auto_wrap()
+
+import psutil  # noqa: E402
+import torch  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Share of what is free when the app starts that the model cache may fill by default.
 GPU_BUDGET_SHARE = 0.8
 CPU_BUDGET_SHARE = 0.5
+# GPU memory of one default-size ZeroGPU workload, rounded down over the GPUs ZeroGPU has used
+# (A100 40 GB, H200 slice 70 GB, RTX PRO 6000 "large" 48 GB).
+ZERO_GPU_MEMORY = 40 * 10**9
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def gpu_function(fn: F, duration: Callable[..., float]) -> F:
+    """`fn` run with a ZeroGPU GPU attached for at most `duration(*args, **kwargs)` seconds; elsewhere `fn` itself.
+
+    On ZeroGPU the call runs in a forked worker process: arguments and the return value cross it by pickle,
+    so pass small plain values (no models, no CUDA tensors) and let `fn` find its models.
+    """
+    spaces = zero_gpu_spaces()
+    if spaces is None:
+        return fn
+
+    def seconds(*args: Any, **kwargs: Any) -> int:
+        # ZeroGPU reads whole seconds (a timedelta's .seconds): round up, never 0.
+        return max(1, math.ceil(duration(*args, **kwargs)))
+
+    log.info("ZeroGPU: %s runs on a GPU attached per call", getattr(fn, "__qualname__", fn))
+    return spaces.GPU(duration=seconds)(fn)
 
 
 def resolve_device(preference: str = "auto") -> str:
-    """Pick cuda, then mps, then cpu for 'auto'; check an explicit choice is usable."""
+    """Pick cuda, then mps, then cpu for 'auto'; check an explicit choice is usable.
+
+    On ZeroGPU `spaces` makes torch report one CUDA device in this process without touching the driver.
+    """
     preference = (preference or "auto").strip().lower()
     if preference == "auto":
         if torch.cuda.is_available():
@@ -46,6 +107,8 @@ def resolve_dtype(device: str, preference: str = "auto") -> torch.dtype:
         except KeyError as e:
             raise ValueError(f"Unknown dtype {preference!r}: choose auto, {', '.join(DTYPES)}") from e
     if device.startswith("cuda"):
+        if on_zero_gpu():  # every ZeroGPU GPU supports bf16; asking the device would mean CUDA in this process
+            return torch.bfloat16
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device == "mps":
         return torch.float16
@@ -57,18 +120,28 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def default_memory_budget(device: str) -> int:
-    """A share of the free GPU memory on a GPU, or of the available RAM otherwise."""
+    """A share of the free GPU memory on a GPU, or of the available RAM otherwise.
+
+    On ZeroGPU this process has no GPU: weights placed on "cuda" wait in RAM until a GPU function runs, so
+    the budget is a share of the RAM, capped by a share of one ZeroGPU workload's GPU memory.
+    """
+    ram_share = int(psutil.virtual_memory().available * CPU_BUDGET_SHARE)
+    if device.startswith("cuda") and on_zero_gpu():
+        return min(ram_share, int(ZERO_GPU_MEMORY * GPU_BUDGET_SHARE))
     if device.startswith("cuda"):
         index = torch.device(device).index or 0
         free, _total = torch.cuda.mem_get_info(index)
         if torch.cuda.device_count() > 1 and ":" not in device:
             free = sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
         return int(free * GPU_BUDGET_SHARE)
-    return int(psutil.virtual_memory().available * CPU_BUDGET_SHARE)
+    return ram_share
 
 
 def device_map_for(device: str) -> str | None:
-    """Where from_pretrained should put weights: straight onto the device, spread over GPUs if several."""
+    """Where from_pretrained should put weights: straight onto the device, spread over GPUs if several.
+
+    On ZeroGPU "cuda" is what its documentation asks for: the weights stay in RAM until a GPU function runs.
+    """
     if device == "cuda" and torch.cuda.device_count() > 1:
         return "auto"
     if device == "cpu":
@@ -78,6 +151,8 @@ def device_map_for(device: str) -> str | None:
 
 def empty_device_cache() -> None:
     """Hand freed blocks back to the driver so eviction shows up in nvidia-smi too."""
+    if on_zero_gpu():  # this process holds no GPU memory; the workers' memory goes when they end
+        return
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     elif torch.backends.mps.is_available():

@@ -2,13 +2,20 @@
 
 validate -> pin the models the task needs in the cache (loading on a miss) -> predict under
 torch.inference_mode() -> format, with provenance (models, device, dtype, milliseconds) attached.
+
+Only predict needs the GPU: each task's `predict_batch` goes through `devices.gpu_function`, which on a ZeroGPU
+Space runs it in a worker process with a GPU attached for the task's `gpu_seconds` of the inputs, and elsewhere
+calls it directly. Validation, loading and formatting stay in this process.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,16 +23,25 @@ from typing import Any
 import torch
 
 from mmdemo import registry
+from mmdemo.batching import Batcher
 from mmdemo.cache import ModelCache, ModelKey
 from mmdemo.config import Settings
-from mmdemo.devices import default_memory_budget, dtype_name, resolve_device, resolve_dtype
+from mmdemo.devices import default_memory_budget, dtype_name, gpu_function, resolve_device, resolve_dtype
+from mmdemo.errors import BusyError, InputError, ModelUnavailableError
 from mmdemo.loading import ModelBundle, estimate_nbytes, load_bundle, require_architecture
 from mmdemo.sources import HubProbe, ModelLocator
-from mmdemo.tasks.base import ModelSpec, Task
+from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task
 
 log = logging.getLogger(__name__)
 
 OnLoad = Callable[[str], None]
+QUANTIZE_MODES = ("auto", "int8", "none")
+# int8 dynamic quantization by default on CPU where it was measured to keep accuracy and save time:
+# Whisper (word error rate unchanged on the offline pack's clips; see the benchmark and acceptance tests).
+QUANTIZED_BY_DEFAULT = frozenset({"WhisperForConditionalGeneration"})
+# A task's predict_batch as the runtime calls it: the models by role as cache keys (small and picklable, unlike the
+# models themselves: on ZeroGPU the call crosses into another process) and clean inputs sharing a batch key.
+PredictBatch = Callable[[Mapping[str, ModelKey], Sequence[Any]], "list[Any] | _Refused"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +50,14 @@ class ModelChoice:
 
     spec: ModelSpec
     available_offline: bool
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A visitor-facing error from predict, returned instead of raised: ZeroGPU turns an exception raised in its
+    worker into a generic "ZeroGPU worker error", and this one's message is meant for the visitor."""
+
+    error: Exception
 
 
 class Runtime:
@@ -47,9 +71,30 @@ class Runtime:
         budget = settings.memory_budget or default_memory_budget(self.device)
         self.cache = cache or ModelCache(budget)
         self.locator = locator or ModelLocator(settings.model_dir, HubProbe(settings.hub_timeout))
+        if settings.quantize not in QUANTIZE_MODES:
+            raise ValueError(f"Unknown quantize setting {settings.quantize!r}: choose {', '.join(QUANTIZE_MODES)}")
+        self._architectures: dict[tuple[str, str | None], str] = {}  # learnt when a model is first located
+        self.batcher = Batcher(settings.batch_window_ms / 1000, settings.max_batch)
+        # Every bundle handed out by the cache and still alive, for predict calls to find by key.
+        self._live: weakref.WeakValueDictionary[ModelKey, ModelBundle] = weakref.WeakValueDictionary()
+        self._worker_bundles: dict[ModelKey, ModelBundle] = {}  # loaded inside a ZeroGPU worker, see _bundle_for
+        self._pid = os.getpid()
+        # One GPU-wrapped predict per task, made before the app is served (ZeroGPU registers them at launch).
+        self._predicts: dict[str, PredictBatch] = {}
+        self._predicts_lock = threading.Lock()
+        for name in registry.names():
+            self.predict_function(registry.get(name))
 
     def key_for(self, spec: ModelSpec) -> ModelKey:
-        return ModelKey(spec.id, spec.revision, self.device, dtype_name(self.dtype))
+        architecture = self._architectures.get((spec.id, spec.revision), "")
+        dtype = "int8" if self._quantized(architecture) else dtype_name(self.dtype)
+        return ModelKey(spec.id, spec.revision, self.device, dtype)
+
+    def _quantized(self, architecture: str) -> bool:
+        """Whether a model of `architecture` gets int8 Linear layers: CPU only; auto picks the measured wins."""
+        if self.device != "cpu" or self.settings.quantize == "none":
+            return False
+        return self.settings.quantize == "int8" or architecture in QUANTIZED_BY_DEFAULT
 
     @contextmanager
     def bundles(self, task: Task, specs: Mapping[str, ModelSpec],
@@ -61,16 +106,65 @@ class Runtime:
                 loaded[role] = stack.enter_context(self._use(task, spec, on_load))
             yield loaded
 
-    def _use(self, task: Task, spec: ModelSpec, on_load: OnLoad | None):
+    @contextmanager
+    def _use(self, task: Task, spec: ModelSpec, on_load: OnLoad | None) -> Iterator[ModelBundle]:
         path = self.locator.locate(spec.id, spec.revision)  # may download: outside the cache's lock
-        require_architecture(path, task.architectures)  # also on a cache hit from another task
+        architecture = require_architecture(path, task.architectures)  # also on a cache hit from another task
+        self._architectures[(spec.id, spec.revision)] = architecture
 
         def loader() -> ModelBundle:
-            return load_bundle(path, device=self.device, dtype=self.dtype, allowed=task.architectures)
+            return load_bundle(path, device=self.device, dtype=self.dtype, allowed=task.architectures,
+                               quantize=self._quantized(architecture))
 
         notify = (lambda key: on_load(key.model_id)) if on_load else None
-        return self.cache.use(self.key_for(spec), loader, estimate=estimate_nbytes(path, self.dtype),
-                              on_load=notify)
+        key = self.key_for(spec)
+        with self.cache.use(key, loader, estimate=estimate_nbytes(path, self.dtype), on_load=notify) as bundle:
+            self._live[key] = bundle
+            yield bundle
+
+    def predict_function(self, task: Task) -> PredictBatch:
+        """The task's predict_batch over pinned models, wrapped once with the GPU shim (a no-op off ZeroGPU).
+
+        The bundles must be pinned (`bundles`) around the call; it returns the outputs, or `_Refused`.
+        """
+        with self._predicts_lock:
+            wrapped = self._predicts.get(task.name)
+            if wrapped is None:
+                def predict(keys: Mapping[str, ModelKey], batch: Sequence[Any]) -> list[Any] | _Refused:
+                    bundles = {role: self._bundle_for(task, key) for role, key in keys.items()}
+                    try:
+                        with torch.inference_mode():
+                            return task.predict_batch(bundles, batch)
+                    except (InputError, ModelUnavailableError, BusyError) as e:
+                        return _Refused(e)
+
+                def seconds(keys: Mapping[str, ModelKey], batch: Sequence[Any]) -> float:
+                    # One call sets up once, then does each request's own work.
+                    return sum(task.gpu_seconds(inputs) for inputs in batch) - GPU_SETUP_SECONDS * (len(batch) - 1)
+
+                predict.__name__ = predict.__qualname__ = f"predict_{task.name}"
+                wrapped = gpu_function(predict, duration=seconds)
+                self._predicts[task.name] = wrapped
+            return wrapped
+
+    def _bundle_for(self, task: Task, key: ModelKey) -> ModelBundle:
+        """The pinned bundle for `key`; in a ZeroGPU worker forked before it was loaded, a copy loaded there."""
+        bundle = self._live.get(key)
+        if bundle is None:
+            bundle = self._worker_bundles.get(key)
+        if bundle is not None:
+            return bundle
+        if os.getpid() == self._pid:
+            raise RuntimeError(f"{key} is not pinned: a task's predict runs only inside Runtime.run")
+        # ZeroGPU reuses a worker process for later calls, and a worker has only the models that were loaded
+        # when it was forked. Load this one onto the worker's GPU; keep at most a budget's worth of such copies.
+        if sum(b.nbytes for b in self._worker_bundles.values()) > self.cache.budget_bytes:
+            self._worker_bundles.clear()
+        log.info("Loading %s inside the GPU worker: it was loaded after the worker started", key)
+        path = self.locator.locate(key.model_id, key.revision)
+        bundle = load_bundle(path, device=self.device, dtype=self.dtype, allowed=task.architectures)
+        self._worker_bundles[key] = bundle
+        return bundle
 
     def run(self, task_name: str, raw: Mapping[str, Any], *, on_load: OnLoad | None = None) -> dict[str, Any]:
         """Validate, predict and format one request for the task called `task_name`.
@@ -87,18 +181,32 @@ class Runtime:
         task = registry.get(task_name)
         inputs = task.validate(raw, self.settings)
         specs = task.models_needed(inputs)
-        with self.bundles(task, specs, on_load) as bundles:
+        predict_batch = self.predict_function(task)
+        with self.bundles(task, specs, on_load):  # pinned until predict returns
+            keys = {role: self.key_for(spec) for role, spec in specs.items()}
+
+            def run_batch(batch: list[Any]) -> list[Any]:
+                outputs = predict_batch(keys, batch)
+                if isinstance(outputs, _Refused):
+                    raise outputs.error
+                return outputs
+
             started = time.perf_counter()
-            with torch.inference_mode():
-                output = task.predict(bundles, inputs)
+            batch_key = task.batch_key(inputs)
+            if batch_key is None:
+                output, batch_size = run_batch([inputs])[0], 1
+            else:  # requests that arrive together for the same models share one forward pass
+                batched = self.batcher.submit((task.name, tuple(sorted(keys.items())), batch_key), inputs, run_batch)
+                output, batch_size = batched.result, batched.batch_size
             milliseconds = (time.perf_counter() - started) * 1000
         result = task.format(output, inputs)
         result["provenance"] = {
             "models": {role: spec.id for role, spec in specs.items()},
             "revisions": {role: spec.revision for role, spec in specs.items()},
             "device": self.device,
-            "dtype": dtype_name(self.dtype),
+            "dtype": "+".join(dict.fromkeys(key.dtype for key in keys.values())),
             "ms": round(milliseconds, 1),
+            "batch_size": batch_size,
         }
         return result
 

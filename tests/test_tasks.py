@@ -28,7 +28,8 @@ SPEECH_16K = ASSETS / "librispeech_61-70968-0002.wav"  # 16 kHz mono: no resampl
 
 @pytest.fixture(scope="module")
 def runtime(tiny_model_dir: Path) -> Runtime:
-    return Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
+    # fp32 everywhere, so that results equal the direct transformers calls exactly.
+    return Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize="none"))
 
 
 def reference(tiny_model_dir: Path, model_id: str, cls: type, processor_cls: type = transformers.AutoProcessor):
@@ -349,3 +350,42 @@ def test_auto_language_is_detected_and_reported_with_parity(runtime, tiny_model_
     segmented = runtime.run("speech", {"audio": str(SPEECH_16K), "model": "openai/whisper-base",
                                        "timestamps": "segment"})
     assert segmented["language"] == codes[detected]
+
+
+def test_cpu_default_quantizes_whisper_only(tiny_model_dir):
+    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
+    speech = runtime.run("speech", {"audio": str(SPEECH_16K), "timestamps": "none"})
+    clip = runtime.run("zero_shot", {"image": str(CAT), "labels": "cat, dog"})
+    assert speech["provenance"]["dtype"] == "int8" and clip["provenance"]["dtype"] == "float32"
+    dtypes = {e["model"]: e["dtype"] for e in runtime.cache_report()["entries"]}
+    assert dtypes == {"openai/whisper-base": "int8", "openai/clip-vit-base-patch32": "float32"}
+    with pytest.raises(ValueError, match="Unknown quantize setting 'int4'"):
+        Runtime(Settings(model_dir=tiny_model_dir, memory_budget=10**9, device="cpu", quantize="int4"))
+
+
+def test_concurrent_requests_are_batched_and_keep_their_own_results(tiny_model_dir):
+    import threading
+
+    settings = Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", batch_window_ms=300,
+                        max_batch=4)
+    runtime = Runtime(settings)
+    requests = [{"image": str(image), "labels": labels} for image, labels in
+                [(CAT, "cat, dog"), (COFFEE, "cup, plate, mug"), (CAT, "bird, fish"), (COFFEE, "cat, cup")]]
+    alone = [runtime.run("zero_shot", raw) for raw in requests]
+    results: list = [None] * len(requests)
+    barrier = threading.Barrier(len(requests))
+
+    def one(i: int) -> None:
+        barrier.wait()
+        results[i] = runtime.run("zero_shot", requests[i])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert max(r["provenance"]["batch_size"] for r in results) > 1
+    for single, batched in zip(alone, results, strict=True):
+        assert [x["label"] for x in batched["labels"]] == [x["label"] for x in single["labels"]]
+        assert [x["score"] for x in batched["labels"]] == pytest.approx([x["score"] for x in single["labels"]],
+                                                                         abs=1e-5)

