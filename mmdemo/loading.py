@@ -113,17 +113,16 @@ def _load_processor(path: Path, architecture: str) -> tuple[Any, Any]:
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantization of every Linear layer (weights int8, activations quantized on the fly).
-
-    On CPU this roughly halves Whisper's decoding time at unchanged word error rate (see the benchmark).
-    """
+    """Dynamic int8 quantization of every Linear layer (int8 weights per output channel, activations on the fly)."""
     import warnings
 
-    from torch.ao.quantization import quantize_dynamic
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+    # Per output channel: per-tensor scales cost Whisper a word in a hundred on our clips, per-channel none.
     with warnings.catch_warnings():  # torch marks its quantized tensors as deprecated; still the fastest CPU path
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
+                                inplace=True)
 
 
 def module_nbytes(model: torch.nn.Module) -> int:
