@@ -1,6 +1,12 @@
 """Worst-case GPU seconds of mmdemo's heaviest predict calls: real-size configs, random weights, forced lengths."""
-import json, os, sys, time
-import torch, transformers as T
+# ruff: noqa: F821  (each model is deleted after its timed lambdas ran, to free GPU memory)
+import json
+import os
+import sys
+import time
+
+import torch
+import transformers as T
 from transformers.generation.utils import GenerationMixin
 
 TINY = "--tiny" in sys.argv  # CPU smoke test of this script
