@@ -1,7 +1,10 @@
-"""The built Gradio app driven through gradio_client, for every api_name, including the error cases."""
+"""The built Gradio app driven through gradio_client, for every api_name, including the error cases; and the README's
+"Calling the API" section checked against it: its calls run, its parameters and result keys are the real ones."""
 
 from __future__ import annotations
 
+import ast
+import re
 import socket
 from pathlib import Path
 
@@ -16,9 +19,12 @@ from mmdemo.config import Settings
 from mmdemo.runtime import Runtime
 from mmdemo.ui import build_demo
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "assets"
 CAT = str(ASSETS / "skimage_chelsea.png")
 JFK = str(ASSETS / "jfk.flac")
+PROVENANCE_KEYS = {"models", "revisions", "device", "dtype", "ms", "batch_size"}
+ENTRY_KEYS = {"model", "revision", "device", "dtype", "bytes", "load_seconds", "hits", "last_used", "in_use"}
 
 
 def free_port() -> int:
@@ -28,20 +34,25 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def client(tiny_model_dir):
+def url(tiny_model_dir):
     runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
     demo = build_demo(runtime)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+        yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
 
 
+@pytest.fixture(scope="module")
+def client(url):
+    return Client(url, verbose=False)
+
+
 def test_every_task_has_a_named_endpoint(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/vqa", "/captioning", "/zero_shot", "/speech", "/models", "/preload", "/unload"} <= names
+    assert names == {"/vqa", "/captioning", "/zero_shot", "/speech", "/sentiment", "/models", "/preload", "/unload"}
 
 
 def test_vqa_endpoint(client):
@@ -52,6 +63,15 @@ def test_vqa_endpoint(client):
     assert result["answer"] == result["answers"][0]["answer"]
     assert all(0.0 <= a["score"] <= 1.0 for a in result["answers"])
     assert result["provenance"]["models"]["model"] == "dandelin/vilt-b32-finetuned-vqa"
+    assert set(result) == {"question", "answer", "answers", "provenance"}
+    assert all(set(a) == {"answer", "score"} for a in result["answers"])
+    assert set(result["provenance"]) >= PROVENANCE_KEYS
+
+
+def test_vqa_by_keyword_with_the_default_model(client):
+    result = client.predict(image=handle_file(CAT), question="What animal is this?", api_name="/vqa")
+    assert result["provenance"]["models"] == {"model": "Salesforce/blip-vqa-base"}
+    assert [a["score"] for a in result["answers"]] == [None]  # BLIP writes one answer, unscored
 
 
 def test_captioning_endpoint(client):
@@ -59,6 +79,7 @@ def test_captioning_endpoint(client):
                             12, 2, api_name="/captioning")
     assert 1 <= len(result["captions"]) <= 2 and result["caption"] == result["captions"][0]
     assert result["decoding"] == "beam"
+    assert set(result) == {"captions", "caption", "prefix", "decoding", "provenance"}
 
 
 def test_zero_shot_endpoint(client):
@@ -66,6 +87,9 @@ def test_zero_shot_endpoint(client):
                             "a photo of a {}.", False, api_name="/zero_shot")
     assert sorted(item["label"] for item in result["labels"]) == ["bird", "cat", "dog"]
     assert sum(item["score"] for item in result["labels"]) == pytest.approx(1.0, abs=1e-4)
+    assert set(result) == {"labels", "scoring", "templates", "provenance"}
+    assert all(set(item) == {"label", "score"} for item in result["labels"])
+    assert result["scoring"] == "softmax" and result["templates"] == ["a photo of a {}."]
 
 
 def test_speech_endpoint(client):
@@ -74,6 +98,38 @@ def test_speech_endpoint(client):
     assert result["duration"] == pytest.approx(11.0, abs=0.1)
     assert set(result["downloads"]) == {"txt", "srt", "vtt"}
     assert result["downloads"]["vtt"].startswith("WEBVTT")
+    assert set(result) == {"text", "language", "task", "duration", "segments", "downloads", "provenance"}
+    assert all(set(segment) == {"start", "end", "text"} for segment in result["segments"])
+
+
+def test_speech_word_timestamps_add_words(client):
+    result = client.predict(audio=handle_file(JFK), language="en", timestamps="word", api_name="/speech")
+    assert result["language"] == "en"
+    assert set(result) == {"text", "language", "task", "duration", "segments", "downloads", "words", "provenance"}
+    assert all(set(word) == {"start", "end", "text"} for word in result["words"])
+
+
+def test_sentiment_endpoint(client):
+    result = client.predict("What a lovely day!", handle_file(CAT), handle_file(JFK), "product_of_experts",
+                            api_name="/sentiment")
+    assert set(result) == {"label", "probabilities", "method", "modalities", "contributions", "ablation",
+                           "transcript", "text_backend", "notes", "image_prompts", "provenance"}
+    labels = {"negative", "neutral", "positive"}
+    assert result["label"] in labels and set(result["probabilities"]) == labels
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert result["method"] == "product_of_experts"
+    assert [row["modality"] for row in result["modalities"]] == ["text", "image", "speech"]
+    for row in result["modalities"]:
+        extra = {"transcript"} if row["modality"] == "speech" else set()
+        assert set(row) == {"modality", "label", "probabilities", "weight", "certainty"} | extra
+    assert set(result["contributions"]) == {"text", "image", "speech"}
+    assert all(set(by_class) == labels for by_class in result["contributions"].values())
+    assert [item["without"] for item in result["ablation"]] == ["text", "image", "speech"]
+    assert all(set(item) == {"without", "label", "probabilities"} for item in result["ablation"])
+    assert isinstance(result["transcript"], str)
+    assert result["text_backend"] == "cardiffnlp/twitter-roberta-base-sentiment-latest"
+    assert set(result["image_prompts"]) == labels
+    assert set(result["provenance"]["models"]) == {"text", "image", "speech"}
 
 
 def test_models_panel_endpoints(client):
@@ -84,8 +140,11 @@ def test_models_panel_endpoints(client):
     assert "openai/clip-vit-base-patch32" not in [e["model"] for e in report["entries"]]
     report = client.predict(api_name="/models")
     assert report["evictions"] >= 1 and report["device"] == "cpu"
+    assert set(report) == {"device", "dtype", "budget_bytes", "used_bytes", "hits", "misses", "evictions", "entries"}
     with pytest.raises(AppError, match="is not loaded"):
         client.predict("openai/clip-vit-base-patch32", api_name="/unload")
+    report = client.predict("zero_shot", api_name="/preload")
+    assert report["entries"] and all(set(entry) == ENTRY_KEYS for entry in report["entries"])
 
 
 @pytest.mark.parametrize(
@@ -123,3 +182,60 @@ def test_bad_files_are_refused_and_the_server_keeps_serving(client, tmp_path):
     # ...and the next good request works.
     result = client.predict(handle_file(CAT), "What animal is this?", "Salesforce/blip-vqa-base", api_name="/vqa")
     assert isinstance(result["answer"], str)
+
+
+# ---------------------------------------------------------------- the README's "Calling the API"
+
+
+def readme_api_section() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    return text.split("## Calling the API", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_table() -> dict[str, tuple[list[tuple[str, str | None]], str]]:
+    """endpoint -> ([(parameter, default or None)], result cell) from the section's table."""
+    rows = {}
+    for line in readme_api_section().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`/"):
+            continue
+        parameters = [(m.group(1), m.group(2)) for m in re.finditer(r"`(\w+)(?:=([^`]*))?`", cells[1])]
+        rows[cells[0].strip("`")] = (parameters, cells[2])
+    return rows
+
+
+def documented_keys(endpoint: str) -> tuple[set[str], set[str]]:
+    """(keys always there, keys that may be there) as the README's table says."""
+    table = readme_table()
+    cell = table[endpoint][1]
+    if "as `/models`" in cell:
+        cell = table["/models"][1]
+    always = set(re.findall(r"`(\w+)`", re.sub(r"\(.*?\)", "", cell)))
+    return always, set(re.findall(r"`(\w+)`", cell)) - always
+
+
+def test_readme_documents_every_endpoint_with_its_real_parameters(client):
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    table = readme_table()
+    assert set(table) == set(api)
+    for endpoint, (parameters, _) in table.items():
+        real = api[endpoint]["parameters"]
+        assert [name for name, _ in parameters] == [p["parameter_name"] for p in real], endpoint
+        for (name, default), p in zip(parameters, real):
+            if default is not None:
+                assert p["parameter_has_default"] and p["parameter_default"] == ast.literal_eval(default), name
+
+
+def test_readme_calls_run_and_return_the_documented_keys(url, monkeypatch):
+    code = readme_api_section().split("```python\n", 1)[1].split("```", 1)[0]
+    calls = dict(re.findall(r"(\w+) = client\.predict\(.*?api_name=\"(/\w+)\"\)", code, flags=re.DOTALL))
+    assert set(calls.values()) == set(readme_table()), "the example should call every endpoint"
+    monkeypatch.chdir(REPO)  # the example's paths are relative to the repository
+    namespace: dict = {}
+    exec(compile(code.replace("http://127.0.0.1:7860/", url), "README.md", "exec"), namespace)
+    for variable, endpoint in calls.items():
+        always, maybe = documented_keys(endpoint)
+        assert always <= set(namespace[variable]) <= always | maybe, endpoint
+    assert set(namespace["speech"]) >= {"words"}  # the example asks for word timestamps
+    for variable in ("vqa", "caption", "zero_shot", "speech", "sentiment"):
+        assert set(namespace[variable]["provenance"]) >= PROVENANCE_KEYS

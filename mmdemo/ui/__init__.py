@@ -22,19 +22,41 @@ TAB_BUILDERS = {
     "sentiment": sentiment.build,
 }
 
-HEADER = """# mmdemo
-Multimodal transformers in your browser: ask about an image, caption it, classify it with your own labels,
-or transcribe speech. All tabs share one model cache; models load on first use."""
+HEADER = """<h1>mmdemo <span>multimodal transformers demos: images, speech and text</span></h1>
+<p><b>Click an example or upload your own file, then press the button.</b> Models load on first use and are shared
+by all tabs; every tab is also an API (<i>Use via API</i>, below).</p>"""
 
+# What keeps every tab compact enough for a 1280×800 laptop screen (examples and the Run button without scrolling)
+# and usable in a 400 px phone window.
 CSS = """
-.gradio-container { max-width: 1200px !important; margin: auto; }
+/* width: 100% stops a narrow window from growing to the content's width (the page would scroll sideways) */
+.gradio-container { max-width: 1280px !important; width: 100%; margin: 0 auto !important; padding-top: 8px !important; }
+#mm-header h1 { font-size: 1.6rem; margin: 0 0 2px 0; }
+#mm-header h1 span { font-size: 1rem; font-weight: 400; opacity: 0.7; margin-left: 6px; }
+#mm-header p { margin: 0; font-size: 0.9rem; }
+.mm-lead p { margin: 0; }
+/* examples as one short row each: a small thumbnail and its text, no header */
+[id$="-examples"] table thead { display: none; }
+[id$="-examples"] table td { padding: 1px 8px !important; text-align: left !important; }
+[id$="-examples"] table .container.table,
+[id$="-examples"] table img { width: 32px !important; height: 32px !important; }
+/* an empty audio input as tall as an image input */
+[id$="-audio"] button.upload-container { height: 140px !important; min-height: 0 !important; }
+/* narrow side margins on a phone; not inside @media: Gradio scopes rules there to the content, below .main */
+.gradio-container .main { padding-left: clamp(12px, 2.5vw, 32px) !important;
+                          padding-right: clamp(12px, 2.5vw, 32px) !important; }
+@media (max-width: 640px) { #mm-header h1 span { display: block; margin-left: 0; } }
 """
+
+# The look of the app: passed to launch() (Gradio 6 takes theme and CSS there, not in Blocks), also by tests.
+# Soft's fonts ship with Gradio, so an offline browser fetches nothing from outside.
+STYLE = {"theme": gr.themes.Soft(spacing_size="sm"), "css": CSS}
 
 
 def build_demo(runtime: Runtime) -> gr.Blocks:
     """The whole app; building it loads no model."""
     with gr.Blocks(title="mmdemo: multimodal transformers demos", delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(HEADER)
+        gr.Markdown(HEADER, elem_id="mm-header")
         with gr.Tabs():
             for name in registry.names():
                 build_tab = TAB_BUILDERS.get(name)
@@ -42,10 +64,10 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
                     log.warning("Task %s has no tab builder; it is available through Runtime only", name)
                     continue
                 task = registry.get(name)
-                with gr.Tab(task.title, id=name):
-                    gr.Markdown(task.description)
+                with gr.Tab(task.title, id=name, elem_id=f"{name}-tab"):
+                    gr.Markdown(task.description, elem_classes="mm-lead")
                     build_tab(runtime)
-            with gr.Tab("Models", id="models") as models_tab:
+            with gr.Tab("Models", id="models", elem_id="models-tab") as models_tab:
                 report_fn, report, views = models_panel.build(runtime)
         models_tab.select(report_fn, outputs=report, api_visibility="private").then(
             models_panel.render, inputs=report, outputs=views, api_visibility="private")
@@ -61,13 +83,17 @@ def preload(runtime: Runtime, task_names: tuple[str, ...]) -> None:
         log.info("Preloaded %s for %s", key, name)
 
 
-def launch(settings: Settings, **kwargs) -> gr.Blocks:
-    """Build the runtime and the app, preload what was asked, and serve."""
+def launch(settings: Settings, *, runtime: Runtime | None = None, **kwargs) -> gr.Blocks:
+    """Build the runtime (unless one built from `settings` is given) and the app, preload what was asked, and serve.
+
+    Uploads over `settings.max_upload_bytes` are refused by the server (HTTP 413) before any handler sees them.
+    """
     import mmdemo.tasks  # noqa: F401  (registers the built-in tasks)
 
-    runtime = Runtime(settings)
+    runtime = runtime or Runtime(settings)
     if settings.preload:
         preload(runtime, settings.preload)
     demo = build_demo(runtime)
-    demo.launch(server_name=settings.host, server_port=settings.port, theme=gr.themes.Soft(), css=CSS, **kwargs)
+    demo.launch(server_name=settings.host, server_port=settings.port, max_file_size=settings.max_upload_bytes,
+                **STYLE, **kwargs)
     return demo

@@ -7,7 +7,16 @@ from typing import Any
 import gradio as gr
 
 from mmdemo.runtime import Runtime
-from mmdemo.ui.common import asset, image_input, model_dropdown, provenance_line, wire
+from mmdemo.ui.common import (
+    IMAGE_HEIGHT,
+    asset,
+    examples,
+    image_input,
+    model_dropdown,
+    provenance_line,
+    result_json,
+    wire,
+)
 
 EXAMPLES = [["skimage_astronaut.jpg", ""], ["skimage_rocket.jpg", "a photography of"], ["skimage_coffee.png", ""]]
 
@@ -23,26 +32,30 @@ def render(result: dict[str, Any] | None) -> tuple[str, str]:
 def build(runtime: Runtime) -> None:
     with gr.Row(equal_height=False):
         with gr.Column():
-            image = image_input(label="Image", height=320)
+            image = image_input(label="Image", height=IMAGE_HEIGHT)
             prefix = gr.Textbox(label="Start of the caption (optional)", placeholder="e.g. a photography of",
                                 max_lines=1)
+            # Thumbnails only: a blank prefix column would look unfinished; a clicked example still fills its prefix.
+            examples("captioning", [[asset(name), p] for name, p in EXAMPLES], [image, prefix], visible_columns=[0])
             model = model_dropdown(runtime, "captioning")
-            with gr.Accordion("Decoding", open=False):
+            button = gr.Button("Caption", variant="primary")
+            with gr.Accordion("Decoding options", open=False):
                 mode = gr.Radio([("Beam search", "beam"), ("Nucleus sampling", "sample")], value="beam",
                                 label="Decoding")
-                num_beams = gr.Slider(1, 8, value=3, step=1, label="Beams (beam search)")
-                top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p (sampling)")
-                temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature (sampling)")
-                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (sampling)")
-                max_new_tokens = gr.Slider(5, 100, value=30, step=1, label="Max new tokens")
-                num_captions = gr.Slider(1, 5, value=1, step=1, label="Number of distinct captions")
-            button = gr.Button("Caption", variant="primary")
+                with gr.Row():
+                    num_beams = gr.Slider(1, 8, value=3, step=1, label="Beams (beam search)")
+                    max_new_tokens = gr.Slider(5, 100, value=30, step=1, label="Max new tokens")
+                with gr.Row():
+                    top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p (sampling)")
+                    temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature (sampling)")
+                with gr.Row():
+                    num_captions = gr.Slider(1, 5, value=1, step=1, label="Distinct captions")
+                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (sampling)")
         with gr.Column():
-            captions = gr.Textbox(label="Caption", lines=3, buttons=["copy"], interactive=False)
-            provenance = gr.Markdown()
-            with gr.Accordion("Result as JSON (what the API returns)", open=False):
-                result = gr.JSON(show_label=False)
-    gr.Examples([[asset(name), p] for name, p in EXAMPLES], inputs=[image, prefix], label="Examples")
+            captions = gr.Textbox(label="Caption", lines=3, buttons=["copy"], interactive=False,
+                                  elem_id="captioning-captions")
+            provenance = gr.Markdown(elem_id="captioning-provenance")
+            result = result_json()
     inputs = {"image": image, "prefix": prefix, "model": model, "mode": mode, "num_beams": num_beams,
               "top_p": top_p, "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens,
               "num_captions": num_captions}

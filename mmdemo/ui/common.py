@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,15 +19,34 @@ log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 USER_ERRORS = (InputError, ModelUnavailableError, BusyError)
+IMAGE_HEIGHT = 200  # px: an image input, its examples and the Run button fit a 1280×800 laptop screen
 
 
 def asset(name: str) -> str:
     return str(ASSETS / name)
 
 
+def examples(task_name: str, rows: Sequence[Sequence[Any]], inputs: Sequence[gr.components.Component], *,
+             visible_columns: Sequence[int] | None = None) -> gr.Examples:
+    """Compact examples (small thumbnails: the app's CSS styles `#<task>-examples`), placed under the inputs.
+
+    Args:
+        visible_columns: the inputs shown in the examples' table (default all); hidden ones are still filled in.
+    """
+    return gr.Examples([list(row) for row in rows], inputs=list(inputs),
+                       label="Examples: click one to fill in the inputs", elem_id=f"{task_name}-examples",
+                       visible_columns=list(visible_columns) if visible_columns is not None else None)
+
+
+def result_json() -> gr.JSON:
+    """The plain result the API returns, folded away under the rendered views."""
+    with gr.Accordion("Result as JSON (what the API returns)", open=False):
+        return gr.JSON(show_label=False)
+
+
 def model_dropdown(runtime: Runtime, task_name: str, *, label: str = "Model",
                    extra: Sequence[tuple[str, str, bool]] = ()) -> gr.Dropdown:
-    """The task's curated models; offline, the ones on this machine are marked and the default is one of them.
+    """The task's curated models; offline, each says whether it is on this machine and the default is one that is.
 
     Args:
         extra: more (id, note, available offline) choices after the curated ones, e.g. a lexicon backend.
@@ -35,11 +55,8 @@ def model_dropdown(runtime: Runtime, task_name: str, *, label: str = "Model",
     choices += list(extra)
     offline = not runtime.hub_reachable()
     value = choices[0][0]
-    info = None
     if offline:
         value = next((model_id for model_id, _, local in choices if local), value)
-        info = ("Offline: ✓ marks models on this machine. Get others with `python -m mmdemo.models install-offline` "
-                f"(Whisper) or a checkpoint in {runtime.settings.model_dir}/<org>/<name>.")
 
     def title(model_id: str, note: str, local: bool) -> str:
         mark = "✓ " if offline and local else ""
@@ -50,7 +67,6 @@ def model_dropdown(runtime: Runtime, task_name: str, *, label: str = "Model",
         choices=[(title(*choice), choice[0]) for choice in choices],
         value=value,
         label=label,
-        info=info,
         allow_custom_value=runtime.settings.allow_custom_models,
     )
 
@@ -108,6 +124,11 @@ def task_endpoint(runtime: Runtime, task_name: str, names: Sequence[str]) -> Cal
         return run_task(runtime, task_name, dict(zip(names, values)), progress)
 
     handler.__name__ = task_name
+    # The API's parameters carry the input names (image, question, ...), so clients can also call by keyword.
+    handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names]
+        + [inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress())]
+    )
     return handler
 
 
@@ -132,9 +153,14 @@ def wire(
 ) -> None:
     """Connect a tab: Run (API `task_name`) returns the JSON result; a private step renders it into `views`.
 
-    The API stays the plain result dict, while the page shows progress and results on the views.
+    The API stays the plain result dict, while the page shows progress and results on the views; a failed run
+    clears them. `render(None)` must give the empty views.
     """
     names = list(inputs)
+    # Stable page ids, #<task>-<input> and #<task>-run, for the browser tests and the CSS.
+    for name, component in inputs.items():
+        component.elem_id = component.elem_id or f"{task_name}-{name}"
+    button.elem_id = button.elem_id or f"{task_name}-run"
     endpoint = task_endpoint(runtime, task_name, names)
     triggers = [button.click, *(component.submit for component in submit)]
     event = gr.on(
@@ -147,3 +173,5 @@ def wire(
         concurrency_id="models",
     )
     event.success(render, inputs=result, outputs=list(views), api_visibility="private", queue=False)
+    # A failed run leaves no stale result next to its error message.
+    event.failure(lambda: (None, *render(None)), outputs=[result, *views], api_visibility="private", queue=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -32,21 +33,24 @@ def render(report: dict[str, Any] | None) -> tuple[str, list[list[Any]], Any]:
     return summary, rows, gr.update(choices=resident, value=resident[0] if resident else None)
 
 
-def build(runtime: Runtime) -> None:
+def build(runtime: Runtime) -> tuple[Callable[[], dict[str, Any]], gr.JSON, list[gr.components.Component]]:
+    """The panel's components; returns the report function, the hidden report and the views it renders into."""
     gr.Markdown("Every tab shares one model cache: a model used by two tabs is loaded once. "
-                "Least recently used models are evicted when a new one would exceed the memory budget.")
-    summary = gr.Markdown()
-    table = gr.Dataframe(headers=HEADERS, label="Resident models", interactive=False)
+                "Least recently used models are evicted when a new one would exceed the memory budget.",
+                elem_classes="mm-lead")
+    summary = gr.Markdown(elem_id="models-summary")
+    table = gr.Dataframe(headers=HEADERS, label="Resident models", interactive=False, elem_id="models-table")
     with gr.Row():
         with gr.Column():
             task_names = registry.names()
             task = gr.Dropdown([(registry.get(n).title, n) for n in task_names], value=task_names[0],
-                               label="Preload a tab's default model")
-            preload = gr.Button("Preload")
+                               label="Preload a tab's default model", elem_id="models-task")
+            preload = gr.Button("Preload", variant="primary", elem_id="models-preload")
         with gr.Column():
-            resident = gr.Dropdown([], label="Unload a resident model", allow_custom_value=True)
-            unload = gr.Button("Unload")
-    refresh = gr.Button("Refresh", size="sm")
+            resident = gr.Dropdown([], label="Unload a resident model", allow_custom_value=True,
+                                   elem_id="models-resident")
+            unload = gr.Button("Unload", variant="stop", elem_id="models-unload")
+    refresh = gr.Button("Refresh", size="sm", elem_id="models-refresh")
     report = gr.JSON(visible=False)
 
     def models() -> dict[str, Any]:

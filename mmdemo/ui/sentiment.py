@@ -10,7 +10,16 @@ import pandas as pd
 from mmdemo.fusion import CONFIDENCE_GATED, PRODUCT_OF_EXPERTS, WEIGHTED_AVERAGE
 from mmdemo.runtime import Runtime
 from mmdemo.tasks.sentiment import IMAGE_PROMPTS, LABELS, MODALITIES, VADER, VADER_NOTE
-from mmdemo.ui.common import asset, image_input, model_dropdown, provenance_line, wire
+from mmdemo.ui.common import (
+    IMAGE_HEIGHT,
+    asset,
+    examples,
+    image_input,
+    model_dropdown,
+    provenance_line,
+    result_json,
+    wire,
+)
 
 EXAMPLES = [
     ["What a wonderful, sunny day with my cat!", "skimage_chelsea.png", None],
@@ -34,7 +43,7 @@ CHART_TITLES = {
     CONFIDENCE_GATED: "Share of the fused probability",
     PRODUCT_OF_EXPERTS: "Evidence (centred log-probability)",
 }
-TABLE_HEADERS = ["modality", "says", *LABELS, "weight used", "certainty"]
+TABLE_HEADERS = ["modality", "says", *LABELS, "weight", "certainty"]
 
 
 def _verdict(p: dict[str, float], label: str) -> str:
@@ -56,8 +65,8 @@ def render(result: dict[str, Any] | None) -> tuple[Any, str, list[list[Any]], An
         lines.append("Ablation · " + " · ".join(parts))
     lines += [f"<small>{note}</small>" for note in result["notes"]]
     rows = [
-        [row["modality"], row["label"], *(round(row["probabilities"][c], 3) for c in LABELS),
-         round(row["weight"], 3), round(row["certainty"], 3)]
+        [row["modality"], row["label"], *(round(row["probabilities"][c], 2) for c in LABELS),
+         round(row["weight"], 2), round(row["certainty"], 2)]
         for row in result["modalities"]
     ]
     chart = pd.DataFrame(
@@ -79,38 +88,39 @@ def text_model_dropdown(runtime: Runtime) -> gr.Dropdown:
 def build(runtime: Runtime) -> None:
     with gr.Row(equal_height=False):
         with gr.Column():
-            text = gr.Textbox(label="Text", lines=3, placeholder="e.g. Best concert of my life!")
-            with gr.Row():
-                image = image_input(label="Image", height=240)
+            text = gr.Textbox(label="Text", lines=1, max_lines=4, placeholder="e.g. Best concert of my life!")
+            with gr.Row():  # a little lower than the other tabs' images: the text box sits above
+                image = image_input(label="Image", height=IMAGE_HEIGHT - 20)
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", format=None, label="Speech")
-            gr.Markdown("<small>Give any combination; a missing modality is left out, not counted as 0.</small>")
+            examples("sentiment", [[t, asset(i) if i else None, asset(a) if a else None] for t, i, a in EXAMPLES],
+                     [text, image, audio])
             method = gr.Radio(METHODS, value=WEIGHTED_AVERAGE, label="Fusion")
-            with gr.Accordion("Weights (weighted average)", open=False):
+            button = gr.Button("Analyse", variant="primary")
+            with gr.Accordion("Weights, models and image prompts", open=False):
+                gr.Markdown("<small>Give any combination of text, image and speech; a missing modality is left "
+                            "out, not counted as 0. The weights apply to the weighted average.</small>")
                 weights = {m: gr.Slider(0, 5, value=1, step=0.1, label=f"{m.title()} weight") for m in MODALITIES}
-            with gr.Accordion("Models", open=False):
                 text_model = text_model_dropdown(runtime)
                 # The zero-shot and speech tabs' own lists: the same model is one shared cache entry.
                 image_model = model_dropdown(runtime, "zero_shot", label="Image model (zero-shot)")
                 speech_model = model_dropdown(runtime, "speech",
                                               label="Speech model (transcribes for the text model)")
-            with gr.Accordion("Image prompts (advanced)", open=False):
-                gr.Markdown("<small>One prompt per line; a class's probability is the mean of its prompts' "
+                gr.Markdown("<small>Image prompts: one per line; a class's probability is the mean of its prompts' "
                             "zero-shot scores. Blank restores the defaults.</small>")
                 prompts = {label: gr.Textbox(value="\n".join(IMAGE_PROMPTS[label]), lines=4,
                                              label=f"{label.title()} prompts") for label in LABELS}
-            button = gr.Button("Analyse", variant="primary")
         with gr.Column():
-            fused = gr.Label(label="Fused sentiment", num_top_classes=len(LABELS))
+            fused = gr.Label(label="Fused sentiment", num_top_classes=len(LABELS), elem_id="sentiment-fused")
             summary = gr.Markdown()
-            table = gr.Dataframe(headers=TABLE_HEADERS, label="What each modality said", interactive=False)
+            table = gr.Dataframe(headers=TABLE_HEADERS, label="What each modality said", interactive=False,
+                                 elem_id="sentiment-table")
             chart = gr.BarPlot(x="class", y="contribution", color="modality", sort=list(LABELS),
-                               label="Each modality's contribution", y_title=CHART_TITLES[WEIGHTED_AVERAGE])
-            transcript = gr.Textbox(label="Transcript of the recording", interactive=False)
-            provenance = gr.Markdown()
-            with gr.Accordion("Result as JSON (what the API returns)", open=False):
-                result = gr.JSON(show_label=False)
-    gr.Examples([[t, asset(i) if i else None, asset(a) if a else None] for t, i, a in EXAMPLES],
-                inputs=[text, image, audio], label="Examples")
+                               label="Each modality's contribution", y_title=CHART_TITLES[WEIGHTED_AVERAGE],
+                               elem_id="sentiment-chart")
+            transcript = gr.Textbox(label="Transcript of the recording", interactive=False,
+                                    placeholder="Give a recording to see what the text model read from it")
+            provenance = gr.Markdown(elem_id="sentiment-provenance")
+            result = result_json()
     inputs = {
         "text": text, "image": image, "audio": audio, "method": method,
         **{f"{m}_weight": slider for m, slider in weights.items()},

@@ -12,7 +12,7 @@ import gradio as gr
 
 from mmdemo.runtime import Runtime
 from mmdemo.tasks.speech import TIMESTAMP_MODES, whisper_languages
-from mmdemo.ui.common import asset, model_dropdown, provenance_line, wire
+from mmdemo.ui.common import asset, examples, model_dropdown, provenance_line, result_json, wire
 
 EXAMPLES = ["jfk.flac", "LJ050-0131.wav", "librispeech_61-70968-0002.wav"]
 DOWNLOAD_ROOT = Path(tempfile.gettempdir()) / "mmdemo-transcripts"
@@ -49,23 +49,23 @@ def build(runtime: Runtime) -> None:
     with gr.Row(equal_height=False):
         with gr.Column():
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath", format=None, label="Speech")
+            examples("speech", [[asset(name)] for name in EXAMPLES], [audio])
             model = model_dropdown(runtime, "speech")
             with gr.Row():
-                language = gr.Dropdown(languages, value="auto", label="Language")
-                task = gr.Radio([("Transcribe", "transcribe"), ("Translate to English", "translate")],
-                                value="transcribe", label="Task")
-            timestamps = gr.Radio([(mode.title(), mode) for mode in TIMESTAMP_MODES], value="segment",
-                                  label="Timestamps")
+                language = gr.Dropdown(languages, value="auto", label="Language", scale=2)
+                timestamps = gr.Radio([(mode.title(), mode) for mode in TIMESTAMP_MODES], value="segment",
+                                      label="Timestamps", scale=3)
+            task = gr.Radio([("Transcribe", "transcribe"), ("Translate to English", "translate")],
+                            value="transcribe", label="Task")
             button = gr.Button("Transcribe", variant="primary")
         with gr.Column():
-            transcript = gr.Textbox(label="Transcript", lines=6, buttons=["copy"], interactive=False)
+            transcript = gr.Textbox(label="Transcript", lines=5, buttons=["copy"], interactive=False,
+                                    elem_id="speech-transcript")
             segments = gr.Dataframe(headers=["start (s)", "end (s)", "text"], label="Segments",
-                                    interactive=False, wrap=True, max_height=240)
-            files = gr.File(label="Download transcript (.txt, .srt, .vtt)", file_count="multiple",
-                            interactive=False)
-            provenance = gr.Markdown()
-            with gr.Accordion("Result as JSON (what the API returns)", open=False):
-                result = gr.JSON(show_label=False)
-    gr.Examples([[asset(name)] for name in EXAMPLES], inputs=[audio], label="Examples")
+                                    interactive=False, wrap=True, max_height=240, column_widths=["18%", "18%", "64%"])
+            files = gr.File(label="Download the transcript (.txt, .srt, .vtt)", file_count="multiple",
+                            interactive=False, height=180, elem_id="speech-files")
+            provenance = gr.Markdown(elem_id="speech-provenance")
+            result = result_json()
     inputs = {"audio": audio, "model": model, "language": language, "task": task, "timestamps": timestamps}
     wire(runtime, "speech", button, inputs, result, render, [transcript, segments, files, provenance])

@@ -7,7 +7,16 @@ from typing import Any
 import gradio as gr
 
 from mmdemo.runtime import Runtime
-from mmdemo.ui.common import asset, image_input, model_dropdown, provenance_line, wire
+from mmdemo.ui.common import (
+    IMAGE_HEIGHT,
+    asset,
+    examples,
+    image_input,
+    model_dropdown,
+    provenance_line,
+    result_json,
+    wire,
+)
 
 EXAMPLES = [
     ["skimage_chelsea.png", "What animal is this?"],
@@ -27,15 +36,14 @@ def render(result: dict[str, Any] | None) -> tuple[Any, str]:
 def build(runtime: Runtime) -> None:
     with gr.Row(equal_height=False):
         with gr.Column():
-            image = image_input(label="Image", height=320)
+            image = image_input(label="Image", height=IMAGE_HEIGHT)
             question = gr.Textbox(label="Question", placeholder="e.g. What is the cat lying on?", max_lines=2)
+            examples("vqa", [[asset(name), q] for name, q in EXAMPLES], [image, question])
             model = model_dropdown(runtime, "vqa")
             button = gr.Button("Answer", variant="primary")
         with gr.Column():
-            answer = gr.Label(label="Answer", num_top_classes=5)
-            provenance = gr.Markdown()
-            with gr.Accordion("Result as JSON (what the API returns)", open=False):
-                result = gr.JSON(show_label=False)
-    gr.Examples([[asset(name), q] for name, q in EXAMPLES], inputs=[image, question], label="Examples")
+            answer = gr.Label(label="Answer", num_top_classes=5, elem_id="vqa-answer")
+            provenance = gr.Markdown(elem_id="vqa-provenance")
+            result = result_json()
     wire(runtime, "vqa", button, {"image": image, "question": question, "model": model}, result, render,
          [answer, provenance], submit=[question])

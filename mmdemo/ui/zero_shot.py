@@ -8,7 +8,16 @@ import gradio as gr
 
 from mmdemo.runtime import Runtime
 from mmdemo.tasks.zero_shot import DEFAULT_TEMPLATE
-from mmdemo.ui.common import asset, image_input, model_dropdown, provenance_line, wire
+from mmdemo.ui.common import (
+    IMAGE_HEIGHT,
+    asset,
+    examples,
+    image_input,
+    model_dropdown,
+    provenance_line,
+    result_json,
+    wire,
+)
 
 EXAMPLES = [
     ["skimage_chelsea.png", "cat, dog, rabbit, tiger"],
@@ -31,20 +40,20 @@ def render(result: dict[str, Any] | None) -> tuple[Any, str]:
 def build(runtime: Runtime) -> None:
     with gr.Row(equal_height=False):
         with gr.Column():
-            image = image_input(label="Image", height=320)
-            labels = gr.Textbox(label="Candidate labels", placeholder="cat, dog, bird (comma or one per line)",
-                                lines=2, info=f"2 to {runtime.settings.max_labels} labels; duplicates are dropped")
+            image = image_input(label="Image", height=IMAGE_HEIGHT)
+            labels = gr.Textbox(label=f"Candidate labels (2 to {runtime.settings.max_labels}, comma separated)",
+                                placeholder="e.g. cat, dog, bird", lines=1, max_lines=6)
+            examples("zero_shot", [[asset(name), text] for name, text in EXAMPLES], [image, labels])
             model = model_dropdown(runtime, "zero_shot")
-            with gr.Accordion("Prompt", open=False):
+            button = gr.Button("Classify", variant="primary")
+            with gr.Accordion("Prompt template", open=False):
                 template = gr.Textbox(value=DEFAULT_TEMPLATE, label="Template ({} is replaced by each label)",
                                       max_lines=1)
                 ensemble = gr.Checkbox(value=False, label="Ensemble 8 CLIP-style templates instead")
-            button = gr.Button("Classify", variant="primary")
         with gr.Column():
-            scores = gr.Label(label="Labels, best first", num_top_classes=runtime.settings.max_labels)
-            provenance = gr.Markdown()
-            with gr.Accordion("Result as JSON (what the API returns)", open=False):
-                result = gr.JSON(show_label=False)
-    gr.Examples([[asset(name), text] for name, text in EXAMPLES], inputs=[image, labels], label="Examples")
+            scores = gr.Label(label="Labels, best first", num_top_classes=runtime.settings.max_labels,
+                              elem_id="zero_shot-scores")
+            provenance = gr.Markdown(elem_id="zero_shot-provenance")
+            result = result_json()
     inputs = {"image": image, "labels": labels, "model": model, "template": template, "ensemble": ensemble}
-    wire(runtime, "zero_shot", button, inputs, result, render, [scores, provenance])
+    wire(runtime, "zero_shot", button, inputs, result, render, [scores, provenance], submit=[labels])
