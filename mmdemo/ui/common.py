@@ -14,6 +14,7 @@ from mmdemo import registry
 from mmdemo.errors import BusyError, InputError, ModelUnavailableError
 from mmdemo.media import load_image
 from mmdemo.runtime import Runtime
+from mmdemo.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,16 @@ def provenance_line(result: dict[str, Any] | None) -> str:
     return f"<small>{models} · {info['device']} · {info['dtype']} · {info['ms']:.0f} ms</small>"
 
 
+def concurrency(runtime: Runtime, task_name: str) -> dict[str, Any]:
+    """Tasks that batch admit a whole batch at once (so requests can meet in the batcher); the rest share
+    the app's concurrency limit, since on a small machine more parallel requests only make each slower."""
+    task = registry.get(task_name)
+    settings = runtime.settings
+    if type(task).predict_batch is not Task.predict_batch and settings.max_batch > 1:
+        return {"concurrency_id": "batched", "concurrency_limit": max(settings.max_batch, settings.concurrency)}
+    return {"concurrency_id": "models", "concurrency_limit": settings.concurrency}
+
+
 def wire(
     runtime: Runtime,
     task_name: str,
@@ -170,7 +181,7 @@ def wire(
         outputs=result,
         api_name=task_name,
         show_progress_on=list(views),
-        concurrency_id="models",
+        **concurrency(runtime, task_name),
     )
     event.success(render, inputs=result, outputs=list(views), api_visibility="private", queue=False)
     # A failed run leaves no stale result next to its error message.
