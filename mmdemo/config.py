@@ -127,10 +127,12 @@ def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="app.py", description="mmdemo: multimodal transformers demos in one Gradio app")
+    parser = argparse.ArgumentParser(prog="app.py",
+                                     description="mmdemo: multimodal transformers demos in one Gradio app")
     parser.add_argument("--device", help="auto, cuda, cuda:N, mps or cpu (env MMDEMO_DEVICE)")
     parser.add_argument("--dtype", help="auto, float32, float16 or bfloat16 (env MMDEMO_DTYPE)")
-    parser.add_argument("--memory-budget", type=parse_bytes, help="model cache budget, e.g. 6GB (env MMDEMO_MEMORY_BUDGET)")
+    parser.add_argument("--memory-budget", type=parse_bytes,
+                        help="model cache budget, e.g. 6GB (env MMDEMO_MEMORY_BUDGET)")
     parser.add_argument("--model-dir", type=Path, help="local model directories <org>/<name> (env MMDEMO_MODEL_DIR)")
     parser.add_argument(
         "--preload", nargs="*", metavar="TASK",

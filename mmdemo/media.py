@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import soundfile
@@ -29,6 +28,9 @@ SPEECH_RATE = 16_000  # Hz: the rate speech models (Whisper, wav2vec2) are train
 MAX_IMAGE_SIDE = 4096  # pixels: longer sides are downscaled after decoding
 MAX_AUDIO_CHANNELS = 8  # more channels than this is not a recording of speech
 AUDIO_RATES = (1_000, 768_000)  # Hz: lowest and highest source sample rate accepted
+# Samples decoded per second of audio (rate x channels): 8 channels at 48 kHz or stereo at 192 kHz. More is no
+# recording of speech, and a few MB of FLAC silence at 768 kHz x 8 would cost minutes of CPU to find that out.
+MAX_SAMPLES_PER_SECOND = 384_000
 SILENCE_PEAK = 10 ** (-60 / 20)  # peak amplitude below -60 dBFS counts as silence
 # Decoders a visitor can reach (JPEG also opens MPO); the rest (EPS runs Ghostscript, ...) stay off.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "AVIF")
@@ -46,8 +48,8 @@ EMPTY_AUDIO = "Audio has no samples: record again or upload a longer clip"
 INVALID_SAMPLES = "Audio contains invalid samples (NaN or infinity): export it again as 16-bit WAV"
 SILENT_AUDIO = "Audio is silent: record again or upload a clip with speech"
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, None]
-AudioInput = Union[str, os.PathLike, tuple[int, np.ndarray], None]
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | None
+AudioInput = str | os.PathLike | tuple[int, np.ndarray] | None
 
 
 # ---------------------------------------------------------------- images
@@ -441,6 +443,11 @@ def _check_header(rate: object, channels: int, frames: float | None, max_seconds
     if not 1 <= channels <= MAX_AUDIO_CHANNELS:
         raise InputError(
             f"Audio has {channels} channels; at most {MAX_AUDIO_CHANNELS} are supported: mix it down to mono or stereo"
+        )
+    if source_rate * channels > MAX_SAMPLES_PER_SECOND:
+        raise InputError(
+            f"Audio has {channels} channel{'s' if channels > 1 else ''} at {source_rate:,} Hz, far more than speech "
+            "needs: export it as mono or stereo at 48 kHz"
         )
     if frames is not None:
         if frames <= 0:
