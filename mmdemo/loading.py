@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from mmdemo.devices import device_map_for
 from mmdemo.errors import ModelUnavailableError
@@ -50,6 +51,11 @@ class ModelBundle:
             if isinstance(value, torch.Tensor) else value
             for name, value in batch.items()
         }
+
+
+def model_name(path: Path) -> str:
+    """`org/name` for a checkpoint directory, as visitors know the model (not the server's path)."""
+    return f"{path.parent.name}/{path.name}"
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -150,9 +156,9 @@ def load_bundle(path: Path, *, device: str, dtype: torch.dtype, allowed: frozens
     try:
         model = cls.from_pretrained(path, dtype=dtype, device_map=device_map_for(device))
         processor, tokenizer = _load_processor(path, architecture)
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
         raise ModelUnavailableError(
-            f"Loading {path.name} failed ({type(e).__name__}): its files look incomplete or corrupt"
+            f"Loading {model_name(path)} failed ({type(e).__name__}): its files look incomplete or corrupt"
         ) from e
     model.eval()
     if quantize:

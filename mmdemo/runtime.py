@@ -118,7 +118,9 @@ class Runtime:
 
         notify = (lambda key: on_load(key.model_id)) if on_load else None
         key = self.key_for(spec)
-        with self.cache.use(key, loader, estimate=estimate_nbytes(path, self.dtype), on_load=notify) as bundle:
+        # int8 Linear layers take about half the fp32 bytes; the exact size is measured once loaded.
+        estimate = estimate_nbytes(path, self.dtype) // (2 if self._quantized(architecture) else 1)
+        with self.cache.use(key, loader, estimate=estimate, on_load=notify) as bundle:
             self._live[key] = bundle
             yield bundle
 

@@ -737,15 +737,6 @@ MUST_STAY_SMALL = {
 }
 
 
-# Gradio's gr.Image(image_mode="RGB") converts every non-RGB upload with Pillow and saves it again before our
-# handler runs: alpha is dropped onto black, 16-bit is clipped, CMYK is re-encoded, and a 1-bit bomb is decoded in
-# full. ui.common.image_input needs image_mode=None so the file reaches media.load_image as uploaded.
-GRADIO_CONVERTS_FIRST = pytest.mark.xfail(strict=True,
-                                          reason="needs gr.Image(image_mode=None) in ui.common.image_input")
-NEEDS_IMAGE_MODE_NONE = {"decompression bomb 9000x8000 of 1-bit zeros", "RGBA transparent over black", "CMYK JPEG",
-                         "16-bit greyscale PNG"}
-
-
 def test_the_catalogue_is_large_enough():
     assert len(CASES) >= 40
 
@@ -762,9 +753,7 @@ def test_every_limit_is_a_documented_setting_with_a_safe_default():
     assert defaults.max_upload_bytes == 100_000_000 and defaults.max_queue == 64
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(name, marks=GRADIO_CONVERTS_FIRST if name in NEEDS_IMAGE_MODE_NONE else ()) for name in CASES]
-)
+@pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(app, name, tmp_path):
     client, runtime = app
     bad = CASES[name](tmp_path)

@@ -79,7 +79,9 @@ def image_input(**kwargs: Any) -> gr.Image:
     visitor would otherwise get Gradio's generic "the app raised an exception". The wrapper is set on the
     instance: subclassing a Gradio component makes Gradio write a .pyi stub next to this module.
     """
-    image = gr.Image(type="filepath", **kwargs)
+    # image_mode=None: the upload reaches media.load_image as sent. Gradio's default converts (and re-saves) every
+    # non-RGB image first: transparency onto black, 16-bit clipped, and a tiny 1-bit bomb decoded in full.
+    image = gr.Image(type="filepath", image_mode=None, **kwargs)
     gradio_preprocess = image.preprocess
 
     def preprocess(payload: Any) -> Any:
