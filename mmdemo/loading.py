@@ -62,7 +62,8 @@ def read_config(path: Path) -> dict[str, Any]:
     try:
         return json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as e:
-        raise ModelUnavailableError(f"{path} has no readable config.json: is it a transformers checkpoint?") from e
+        raise ModelUnavailableError(
+            f"{model_name(path)} has no readable config.json: is it a transformers checkpoint?") from e
 
 
 def architecture_of(path: Path) -> str:
@@ -118,6 +119,12 @@ def _load_processor(path: Path, architecture: str) -> tuple[Any, Any]:
     return processor, getattr(processor, "tokenizer", None)
 
 
+def _check_vocabulary(tokenizer: Any) -> None:
+    """transformers quietly builds an empty tokenizer when its files are missing: refuse it (as corrupt files)."""
+    if tokenizer is not None and len(tokenizer) <= len(set(tokenizer.all_special_ids)) + 1:
+        raise ValueError(f"the tokenizer has only {len(tokenizer)} tokens")
+
+
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantization of every Linear layer (int8 weights per output channel, activations on the fly)."""
     import warnings
@@ -156,6 +163,7 @@ def load_bundle(path: Path, *, device: str, dtype: torch.dtype, allowed: frozens
     try:
         model = cls.from_pretrained(path, dtype=dtype, device_map=device_map_for(device))
         processor, tokenizer = _load_processor(path, architecture)
+        _check_vocabulary(tokenizer)
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
         raise ModelUnavailableError(
             f"Loading {model_name(path)} failed ({type(e).__name__}): its files look incomplete or corrupt"
