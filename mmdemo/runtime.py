@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from mmdemo.batching import Batcher
 from mmdemo.cache import ModelCache, ModelKey
 from mmdemo.config import Settings
 from mmdemo.devices import default_memory_budget, dtype_name, gpu_function, resolve_device, resolve_dtype
-from mmdemo.errors import BusyError, InputError, ModelUnavailableError
+from mmdemo.errors import BusyError, InputError, ModelTooLargeError, ModelUnavailableError
 from mmdemo.loading import ModelBundle, estimate_nbytes, load_bundle, require_architecture
 from mmdemo.sources import HubProbe, ModelLocator
 from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task
@@ -100,17 +101,33 @@ class Runtime:
     def bundles(self, task: Task, specs: Mapping[str, ModelSpec],
                 on_load: OnLoad | None = None) -> Iterator[dict[str, ModelBundle]]:
         """Pin the bundles for `specs` (role -> spec) for the duration of the block."""
+        located = {role: self._locate(task, spec) for role, spec in specs.items()}
+        needed = sum(estimate for _, _, estimate in located.values())
+        if len(specs) > 1 and needed > self.cache.budget_bytes:
+            # Pinned one by one, the last load would wait for this request's own models: say so at once.
+            raise ModelTooLargeError(
+                f"This request needs {len(specs)} models ({needed / 1e9:.2f} GB together) but the memory budget is "
+                f"{self.cache.budget_bytes / 1e9:.2f} GB: raise MMDEMO_MEMORY_BUDGET or give fewer inputs"
+            )
         with ExitStack() as stack:
             loaded = {}
             for role, spec in specs.items():
-                loaded[role] = stack.enter_context(self._use(task, spec, on_load))
+                loaded[role] = stack.enter_context(self._use(task, spec, on_load, located[role]))
             yield loaded
 
-    @contextmanager
-    def _use(self, task: Task, spec: ModelSpec, on_load: OnLoad | None) -> Iterator[ModelBundle]:
+    def _locate(self, task: Task, spec: ModelSpec) -> tuple[Path, str, int]:
+        """The checkpoint's directory (downloading it if needed), architecture, and expected bytes in memory."""
         path = self.locator.locate(spec.id, spec.revision)  # may download: outside the cache's lock
         architecture = require_architecture(path, task.architectures)  # also on a cache hit from another task
         self._architectures[(spec.id, spec.revision)] = architecture
+        # int8 Linear layers take about half the fp32 bytes; the exact size is measured once loaded.
+        estimate = estimate_nbytes(path, self.dtype) // (2 if self._quantized(architecture) else 1)
+        return path, architecture, estimate
+
+    @contextmanager
+    def _use(self, task: Task, spec: ModelSpec, on_load: OnLoad | None,
+             located: tuple[Path, str, int] | None = None) -> Iterator[ModelBundle]:
+        path, architecture, estimate = located or self._locate(task, spec)
 
         def loader() -> ModelBundle:
             return load_bundle(path, device=self.device, dtype=self.dtype, allowed=task.architectures,
@@ -118,8 +135,6 @@ class Runtime:
 
         notify = (lambda key: on_load(key.model_id)) if on_load else None
         key = self.key_for(spec)
-        # int8 Linear layers take about half the fp32 bytes; the exact size is measured once loaded.
-        estimate = estimate_nbytes(path, self.dtype) // (2 if self._quantized(architecture) else 1)
         with self.cache.use(key, loader, estimate=estimate, on_load=notify) as bundle:
             self._live[key] = bundle
             yield bundle

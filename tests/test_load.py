@@ -267,8 +267,6 @@ def test_budget_for_two_models_with_four_in_rotation(tiny_model_dir, upload_dir)
     assert second_half_growth < 0.75 * second_half_loaded, "evicted models were not freed"
 
 
-@pytest.mark.xfail(strict=True, reason="Runtime.bundles pins a request's models one by one: the last load waits "
-                                       "for the request's own pins, then says 'busy, try again' (needs runtime.py)")
 def test_request_needing_more_models_than_the_budget_holds_fails_fast(tiny_model_dir):
     """A sentiment request with a text and an image pins two models; under a budget that holds either one but not
     both it can never run, and the visitor should hear that at once rather than wait and be told to try again."""
