@@ -86,6 +86,8 @@ class ModelLocator:
     def __init__(self, model_dir: Path, probe: HubProbe | None = None) -> None:
         self.model_dir = model_dir
         self.probe = probe or HubProbe()
+        # Hub downloads by (id, revision): later requests skip snapshot_download's round trip to the hub.
+        self._downloaded: dict[tuple[str, str | None], Path] = {}
 
     def is_local(self, model_id: str) -> bool:
         """Whether the model can be loaded without network (local directory or the hub cache)."""
@@ -113,7 +115,12 @@ class ModelLocator:
             raise ModelUnavailableError(
                 f"{model_id} is not available offline ({why}): put the checkpoint in {local} or connect to the hub"
             )
-        return self._download(model_id, revision)
+        known = self._downloaded.get((model_id, revision))
+        if known is not None and is_checkpoint_dir(known):
+            return known
+        path = self._download(model_id, revision)
+        self._downloaded[(model_id, revision)] = path
+        return path
 
     def _from_hub_cache(self, model_id: str, revision: str | None) -> Path | None:
         from huggingface_hub import snapshot_download

@@ -115,3 +115,20 @@ def test_nothing_heavy_at_import(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False"
+
+
+def test_a_downloaded_model_is_located_without_asking_the_hub_again(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    snapshot = tmp_path / "hub" / "org" / "remote"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot / "model.safetensors").write_bytes(b"")
+    probe = HubProbe()
+    monkeypatch.setattr(probe, "reachable", lambda: True)
+    locator = ModelLocator(tmp_path / "local", probe)
+    downloads = []
+    monkeypatch.setattr(locator, "_download", lambda model_id, revision: downloads.append(model_id) or snapshot)
+    assert locator.locate("org/remote") == snapshot
+    assert locator.locate("org/remote") == snapshot
+    assert downloads == ["org/remote"]
