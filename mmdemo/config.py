@@ -70,6 +70,8 @@ class Settings:
     quantize: str = "auto"  # MMDEMO_QUANTIZE: auto (int8 Whisper on CPU), int8 (every linear layer on CPU), none
     batch_window_ms: float = 10.0  # MMDEMO_BATCH_WINDOW_MS: how long a request waits for others to batch with
     max_batch: int = 8  # MMDEMO_MAX_BATCH: most requests in one batch; 1 turns batching off
+    backend: str = "local"  # MMDEMO_BACKEND: local (models in this process) or ray (Ray Serve deployments)
+    ray_address: str = "auto"  # MMDEMO_RAY_ADDRESS: the Ray cluster the ray backend attaches to
 
     def __post_init__(self) -> None:
         # A zero or negative limit would refuse every request (or none): say which variable is wrong instead.
@@ -103,6 +105,8 @@ _ENV: dict[str, tuple[str, object]] = {
     "quantize": ("MMDEMO_QUANTIZE", str),
     "batch_window_ms": ("MMDEMO_BATCH_WINDOW_MS", float),
     "max_batch": ("MMDEMO_MAX_BATCH", int),
+    "backend": ("MMDEMO_BACKEND", lambda v: v.strip().lower()),
+    "ray_address": ("MMDEMO_RAY_ADDRESS", str),
 }
 
 

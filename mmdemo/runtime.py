@@ -54,6 +54,17 @@ class ModelChoice:
 
 
 @dataclass(frozen=True)
+class Prediction:
+    """A task's raw output for one request, and where it ran."""
+
+    output: Any
+    batch_size: int
+    device: str
+    dtype: str
+    ms: float  # predict time, model loading excluded
+
+
+@dataclass(frozen=True)
 class _Refused:
     """A visitor-facing error from predict, returned instead of raised: ZeroGPU turns an exception raised in its
     worker into a generic "ZeroGPU worker error", and this one's message is meant for the visitor."""
@@ -130,14 +141,25 @@ class Runtime:
         path, architecture, estimate = located or self._locate(task, spec)
 
         def loader() -> ModelBundle:
-            return load_bundle(path, device=self.device, dtype=self.dtype, allowed=task.architectures,
-                               quantize=self._quantized(architecture))
+            return self._load(task, path, architecture)
 
         notify = (lambda key: on_load(key.model_id)) if on_load else None
         key = self.key_for(spec)
         with self.cache.use(key, loader, estimate=estimate, on_load=notify) as bundle:
             self._live[key] = bundle
             yield bundle
+
+    def _load(self, task: Task, path: Path, architecture: str) -> ModelBundle:
+        return load_bundle(path, device=self.device, dtype=self.dtype, allowed=task.architectures,
+                           quantize=self._quantized(architecture))
+
+    def load(self, task: Task, spec: ModelSpec) -> ModelBundle:
+        """Load `spec` for `task` as this runtime would (device, dtype, int8), outside the cache.
+
+        For a backend that keeps its own models (a Ray Serve replica); requests here go through the cache.
+        """
+        path, architecture, _ = self._locate(task, spec)
+        return self._load(task, path, architecture)
 
     def predict_function(self, task: Task) -> PredictBatch:
         """The task's predict_batch over pinned models, wrapped once with the GPU shim (a no-op off ZeroGPU).
@@ -198,6 +220,22 @@ class Runtime:
         task = registry.get(task_name)
         inputs = task.validate(raw, self.settings)
         specs = task.models_needed(inputs)
+        prediction = self.predict(task, specs, inputs, on_load)
+        result = task.format(prediction.output, inputs)
+        result["provenance"] = {
+            "models": {role: spec.id for role, spec in specs.items()},
+            "revisions": {role: spec.revision for role, spec in specs.items()},
+            "device": prediction.device,
+            "dtype": prediction.dtype,
+            "ms": round(prediction.ms, 1),
+            "batch_size": prediction.batch_size,
+        }
+        return result
+
+    def predict(self, task: Task, specs: Mapping[str, ModelSpec], inputs: Any,
+                on_load: OnLoad | None = None) -> Prediction:
+        """Where a request's predict runs: here, over the shared cache, batched with requests that arrive
+        together. A remote backend (mmdemo.serving) overrides this and leaves validate and format here."""
         predict_batch = self.predict_function(task)
         with self.bundles(task, specs, on_load):  # pinned until predict returns
             keys = {role: self.key_for(spec) for role, spec in specs.items()}
@@ -216,16 +254,8 @@ class Runtime:
                 batched = self.batcher.submit((task.name, tuple(sorted(keys.items())), batch_key), inputs, run_batch)
                 output, batch_size = batched.result, batched.batch_size
             milliseconds = (time.perf_counter() - started) * 1000
-        result = task.format(output, inputs)
-        result["provenance"] = {
-            "models": {role: spec.id for role, spec in specs.items()},
-            "revisions": {role: spec.revision for role, spec in specs.items()},
-            "device": self.device,
-            "dtype": "+".join(dict.fromkeys(key.dtype for key in keys.values())),
-            "ms": round(milliseconds, 1),
-            "batch_size": batch_size,
-        }
-        return result
+        dtype = "+".join(dict.fromkeys(key.dtype for key in keys.values()))
+        return Prediction(output, batch_size, self.device, dtype, milliseconds)
 
     def preload(self, task_name: str, model_id: str | None = None, on_load: OnLoad | None = None) -> ModelKey:
         """Load a task's model (default: its default model) into the cache without running it."""
@@ -274,3 +304,17 @@ class Runtime:
         """Evict every resident entry of `model_id`; returns how many were evicted."""
         keys = [e.key for e in self.cache.stats().entries if e.key.model_id == model_id]
         return sum(self.cache.unload(key) for key in keys)
+
+
+BACKENDS = ("local", "ray")
+
+
+def create_runtime(settings: Settings) -> Runtime:
+    """The runtime for `settings.backend`: models in this process (local) or on a Ray Serve cluster (ray)."""
+    if settings.backend == "ray":
+        from mmdemo.serving.frontend import RayRuntime  # imports ray: only when asked for
+
+        return RayRuntime(settings)
+    if settings.backend != "local":
+        raise ValueError(f"Unknown backend {settings.backend!r}: choose {', '.join(BACKENDS)} (MMDEMO_BACKEND)")
+    return Runtime(settings)

@@ -8,7 +8,7 @@ import gradio as gr
 
 from mmdemo import registry
 from mmdemo.config import Settings
-from mmdemo.runtime import Runtime
+from mmdemo.runtime import Runtime, create_runtime
 from mmdemo.ui import captioning, models_panel, sentiment, speech, vqa, zero_shot
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def launch(settings: Settings, *, runtime: Runtime | None = None, **kwargs) -> g
     """
     import mmdemo.tasks  # noqa: F401  (registers the built-in tasks)
 
-    runtime = runtime or Runtime(settings)
+    runtime = runtime or create_runtime(settings)
     if settings.preload:
         preload(runtime, settings.preload)
     demo = build_demo(runtime)
