@@ -147,7 +147,8 @@ def module_nbytes(model: torch.nn.Module) -> int:
         packed = getattr(module, "_packed_params", None)
         if packed is not None and hasattr(module, "weight") and callable(module.weight):
             weight, bias = module.weight(), module.bias()
-            total += weight.numel() * weight.element_size() + (bias.numel() * bias.element_size() if bias is not None else 0)
+            total += weight.numel() * weight.element_size()
+            total += bias.numel() * bias.element_size() if bias is not None else 0
     return total
 
 

@@ -30,7 +30,8 @@ def get(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        raise UnknownTaskError(f"Unknown task {name!r}: choose one of {', '.join(sorted(TASKS)) or '(none registered)'}") from None
+        choices = ", ".join(sorted(TASKS)) or "(none registered)"
+        raise UnknownTaskError(f"Unknown task {name!r}: choose one of {choices}") from None
 
 
 def names() -> list[str]:

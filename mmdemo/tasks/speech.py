@@ -1,8 +1,9 @@
 """Speech to text with Whisper: any clip in, a transcript (optionally timed) out.
 
 Clips longer than Whisper's 30 s window are transcribed completely with Whisper's sequential
-long-form decoding. Word timestamps come from the cross-attention alignment heads, via the
-transformers ASR pipeline built over the cached model.
+long-form decoding, greedy as the checkpoints are configured, by mmdemo.whisper_greedy (generate()'s
+tokens, faster). Word timestamps come from the cross-attention alignment heads, via the transformers
+ASR pipeline built over the cached model.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mmdemo import whisper_greedy
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
 from mmdemo.loading import ModelBundle
@@ -145,31 +147,42 @@ def _detect_language(bundle: ModelBundle, **encoded: Any) -> str:
 
 
 def _transcribe(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, Any]:
-    tokenizer = bundle.tokenizer
+    """Transcript and segments; greedy checkpoints decode with mmdemo.whisper_greedy, others with generate()."""
+    if not whisper_greedy.supports(bundle.model):
+        return _transcribe_with_generate(bundle, inputs)
+    features = _features(bundle, inputs.audio.samples)["input_features"]
+    transcript = whisper_greedy.GreedyWhisper(bundle.model).transcribe(
+        features, language=inputs.language, task=inputs.task, timestamps=inputs.timestamps != "none")
+    segments = _segments(bundle, [(s.start, s.end, s.tokens) for s in transcript.segments], inputs.audio.duration)
+    return {"text": " ".join(s["text"] for s in segments), "language": transcript.language or "en",
+            "segments": segments}
+
+
+def _segments(bundle: ModelBundle, pieces: list[tuple[float, float, Any]], duration: float) -> list[dict[str, Any]]:
+    """(start, end, tokens) -> the non-empty segments as text, ends clipped to the clip."""
+    segments = []
+    for start, end, tokens in pieces:
+        text = bundle.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        if text:
+            segments.append({"start": round(float(start), 3), "end": round(min(float(end), duration), 3),
+                             "text": text})
+    return segments
+
+
+def _transcribe_with_generate(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, Any]:
+    """transformers' generate(): for checkpoints configured for beam search or sampling."""
     options = _generate_options(bundle, inputs)
     batch = _features(bundle, inputs.audio.samples)
-    duration = inputs.audio.duration
-    long_form = duration > WINDOW_SECONDS
     if "language" in options and options["language"] is None:
-        # Detect once and say what was heard; within one window the encoder pass is reused for decoding.
-        if long_form:
-            options["language"] = _detect_language(bundle, input_features=batch["input_features"])
-        else:
-            batch = {"encoder_outputs": bundle.model.get_encoder()(input_features=batch["input_features"])}
-            options["language"] = _detect_language(bundle, encoder_outputs=batch["encoder_outputs"])
+        options["language"] = _detect_language(bundle, input_features=batch["input_features"])
     language = options.get("language") or "en"
-    if inputs.timestamps == "none" and not long_form:
+    duration = inputs.audio.duration
+    if inputs.timestamps == "none" and duration <= WINDOW_SECONDS:
         ids = bundle.model.generate(**batch, **options)
-        text = tokenizer.decode(ids[0], skip_special_tokens=True).strip()
-        return {"text": text, "language": language,
-                "segments": [{"start": 0.0, "end": round(duration, 3), "text": text}]}
-    output = bundle.model.generate(**batch, return_timestamps=True, return_segments=True, **options)
-    segments = []
-    for segment in output["segments"][0]:
-        text = tokenizer.decode(segment["tokens"], skip_special_tokens=True).strip()
-        if text:
-            segments.append({"start": round(float(segment["start"]), 3),
-                             "end": round(min(float(segment["end"]), duration), 3), "text": text})
+        segments = _segments(bundle, [(0.0, duration, ids[0])], duration)
+    else:
+        output = bundle.model.generate(**batch, return_timestamps=True, return_segments=True, **options)
+        segments = _segments(bundle, [(s["start"], s["end"], s["tokens"]) for s in output["segments"][0]], duration)
     return {"text": " ".join(s["text"] for s in segments), "language": language, "segments": segments}
 
 

@@ -102,7 +102,8 @@ class ZeroShotTask(Task[ZeroShotInputs]):
         """Requests for the same model and templates share the image and text towers' passes."""
         return (inputs.model, inputs.templates)
 
-    def predict_batch(self, bundles: Mapping[str, ModelBundle], batch: Sequence[ZeroShotInputs]) -> list[dict[str, Any]]:
+    def predict_batch(self, bundles: Mapping[str, ModelBundle],
+                      batch: Sequence[ZeroShotInputs]) -> list[dict[str, Any]]:
         bundle = bundles["model"]
         labels = list(dict.fromkeys(label for inputs in batch for label in inputs.labels))  # union, in order
         column = {label: i for i, label in enumerate(labels)}
