@@ -68,7 +68,8 @@ def main() -> None:
     report: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if cuda else "none"}
     root = ensure_tiny_models(Path("/tmp/mmdemo-tiny"))
     runtime = Runtime(Settings(model_dir=root))
-    report["auto"] = {"device": runtime.device, "dtype": str(runtime.dtype), "budget_mib": mib(runtime.cache.budget_bytes),
+    report["auto"] = {"device": runtime.device, "dtype": str(runtime.dtype),
+                      "budget_mib": mib(runtime.cache.budget_bytes),
                       "free_mib": mib(torch.cuda.mem_get_info()[0]) if cuda else None}
     runs = []
     for name, raw in REQUESTS:
@@ -88,7 +89,8 @@ def main() -> None:
     # fp16 explicitly, one task.
     fp16 = Runtime(Settings(model_dir=root, dtype="float16"))
     result = fp16.run("zero_shot", {"image": str(ASSETS / "skimage_chelsea.png"), "labels": "cat, dog"})
-    report["fp16_zero_shot"] = {"dtype": result["provenance"]["dtype"], "sum": sum(x["score"] for x in result["labels"])}
+    report["fp16_zero_shot"] = {"dtype": result["provenance"]["dtype"],
+                                "sum": sum(x["score"] for x in result["labels"])}
 
     # Real-size CLIP ViT-B/32, random weights: cache bytes vs allocator, and eviction frees it.
     import transformers
@@ -115,7 +117,8 @@ def main() -> None:
     report["eviction"] = {
         "load_s": round(time.perf_counter() - started, 2), "cache_entry_mib": mib(entry["bytes"]),
         "dtype": entry["dtype"], "allocated_before_mib": mib(baseline), "allocated_loaded_mib": mib(loaded),
-        "allocated_after_unload_mib": mib(after), "reserved_after_unload_mib": mib(torch.cuda.memory_reserved()) if cuda else None,
+        "allocated_after_unload_mib": mib(after),
+        "reserved_after_unload_mib": mib(torch.cuda.memory_reserved()) if cuda else None,
         "run_ms": result["provenance"]["ms"],
     }
     text = json.dumps(report, indent=2)

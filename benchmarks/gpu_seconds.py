@@ -38,7 +38,8 @@ def timed(name, fn, repeat=2):
     print(name, times, flush=True)
 
 t0 = time.perf_counter()
-timed("cuda_init_first_matmul", lambda: (torch.randn(64, 64, device=dev) @ torch.randn(64, 64, device=dev)).sum().item(), 1)
+timed("cuda_init_first_matmul",
+      lambda: (torch.randn(64, 64, device=dev) @ torch.randn(64, 64, device=dev)).sum().item(), 1)
 
 # Captioning: BLIP large, 8 beams x 100 new tokens (the slider maxima), and the defaults (3 beams x 30).
 vision_large = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=2 if TINY else 24,
@@ -67,12 +68,14 @@ del vqa
 
 # Zero-shot: CLIP L/14, 50 labels x 8 templates = 400 prompts of 16 tokens, one image.
 clip = build(T.CLIPModel, T.CLIPConfig(
-    text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=1 if TINY else 12),
+    text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                     num_hidden_layers=1 if TINY else 12),
     vision_config=dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
                        num_hidden_layers=1 if TINY else 24, patch_size=14, image_size=224), projection_dim=768))
 ids = torch.randint(1000, 40000, (400, 16), device=dev)
 img = torch.randn(1, 3, 224, 224, device=dev, dtype=dtype)
-timed("clip_large_400_prompts", lambda: (clip.get_text_features(input_ids=ids), clip.get_image_features(pixel_values=img)))
+timed("clip_large_400_prompts",
+      lambda: (clip.get_text_features(input_ids=ids), clip.get_image_features(pixel_values=img)))
 del clip
 
 # Speech: one 30 s window decoded to the full 448-token context (worst case, e.g. a hallucination loop).
