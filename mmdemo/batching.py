@@ -2,7 +2,8 @@
 
 The first request for a key opens a batch and waits up to `window` seconds (or until the batch is full)
 for others with the same key; then it runs the whole batch once and hands each request its own result.
-No request waits longer than the window plus one batch.
+No request waits longer than the window plus one batch, and a request with no others on their way (the
+caller says so) does not wait at all.
 """
 
 from __future__ import annotations
@@ -46,8 +47,13 @@ class Batcher:
         self._lock = threading.Lock()
         self._open: dict[Hashable, _Batch] = {}
 
-    def submit(self, key: Hashable, item: Any, run: Callable[[list[Any]], Sequence[Any]]) -> Batched:
-        """Run `item` alone or with others submitted under `key`; `run` maps a list of items to their results."""
+    def submit(self, key: Hashable, item: Any, run: Callable[[list[Any]], Sequence[Any]],
+               others_coming: Callable[[int], bool] | None = None) -> Batched:
+        """Run `item` alone or with others submitted under `key`; `run` maps a list of items to their results.
+
+        `others_coming(n)` tells a batch's first request, holding n items, whether more may arrive: when not, it
+        runs at once instead of waiting out the window (a lone visitor pays no batching delay).
+        """
         if self.max_batch == 1:
             return Batched(run([item])[0], 1)
         with self._lock:
@@ -61,7 +67,8 @@ class Batcher:
                 self._open.pop(key, None)  # full: later requests start a new batch
                 batch.full.set()
         if leader:
-            batch.full.wait(self.window_seconds)
+            if others_coming is None or others_coming(len(batch.items)):
+                batch.full.wait(self.window_seconds)
             with self._lock:
                 if self._open.get(key) is batch:
                     del self._open[key]

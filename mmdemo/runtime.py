@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -87,6 +88,8 @@ class Runtime:
             raise ValueError(f"Unknown quantize setting {settings.quantize!r}: choose {', '.join(QUANTIZE_MODES)}")
         self._architectures: dict[tuple[str, str | None], str] = {}  # learnt when a model is first located
         self.batcher = Batcher(settings.batch_window_ms / 1000, settings.max_batch)
+        self._in_flight: Counter[str] = Counter()  # requests per task between validation and their result
+        self._in_flight_lock = threading.Lock()
         # Every bundle handed out by the cache and still alive, for predict calls to find by key.
         self._live: weakref.WeakValueDictionary[ModelKey, ModelBundle] = weakref.WeakValueDictionary()
         self._worker_bundles: dict[ModelKey, ModelBundle] = {}  # loaded inside a ZeroGPU worker, see _bundle_for
@@ -218,9 +221,10 @@ class Runtime:
             InputError, ModelUnavailableError, BusyError: with a message meant for the visitor.
         """
         task = registry.get(task_name)
-        inputs = task.validate(raw, self.settings)
-        specs = task.models_needed(inputs)
-        prediction = self.predict(task, specs, inputs, on_load)
+        with self._counted(task.name):
+            inputs = task.validate(raw, self.settings)
+            specs = task.models_needed(inputs)
+            prediction = self.predict(task, specs, inputs, on_load)
         result = task.format(prediction.output, inputs)
         result["provenance"] = {
             "models": {role: spec.id for role, spec in specs.items()},
@@ -231,6 +235,25 @@ class Runtime:
             "batch_size": prediction.batch_size,
         }
         return result
+
+    @property
+    def max_batch(self) -> int:
+        """The most requests one batch takes: the UI admits that many at once to a tab that batches."""
+        return self.settings.max_batch
+
+    @contextmanager
+    def _counted(self, task_name: str) -> Iterator[None]:
+        with self._in_flight_lock:
+            self._in_flight[task_name] += 1
+        try:
+            yield
+        finally:
+            with self._in_flight_lock:
+                self._in_flight[task_name] -= 1
+
+    def _others_coming(self, task_name: str, gathered: int) -> bool:
+        """Whether more requests for the task are under way than a batch has gathered: worth waiting for."""
+        return self._in_flight[task_name] > gathered
 
     def predict(self, task: Task, specs: Mapping[str, ModelSpec], inputs: Any,
                 on_load: OnLoad | None = None) -> Prediction:
@@ -251,7 +274,8 @@ class Runtime:
             if batch_key is None:
                 output, batch_size = run_batch([inputs])[0], 1
             else:  # requests that arrive together for the same models share one forward pass
-                batched = self.batcher.submit((task.name, tuple(sorted(keys.items())), batch_key), inputs, run_batch)
+                batched = self.batcher.submit((task.name, tuple(sorted(keys.items())), batch_key), inputs, run_batch,
+                                              others_coming=lambda gathered: self._others_coming(task.name, gathered))
                 output, batch_size = batched.result, batched.batch_size
             milliseconds = (time.perf_counter() - started) * 1000
         dtype = "+".join(dict.fromkeys(key.dtype for key in keys.values()))

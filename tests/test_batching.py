@@ -70,6 +70,36 @@ def test_a_lone_request_waits_at_most_the_window():
     assert time.monotonic() - started < 0.5
 
 
+def test_a_request_with_no_others_on_their_way_does_not_wait_for_the_window():
+    run = Recorder()
+    asked: list[int] = []
+
+    def nobody_coming(gathered: int) -> bool:
+        asked.append(gathered)
+        return False
+
+    started = time.monotonic()
+    batched = Batcher(5.0, 8).submit("k", 3, run, others_coming=nobody_coming)
+    assert batched.result == 30 and batched.batch_size == 1
+    assert asked == [1] and time.monotonic() - started < 2.0  # far from the 5 s window
+
+
+def test_a_request_waits_for_those_on_their_way_and_they_share_its_batch():
+    run = Recorder()
+    batcher = Batcher(5.0, 2)
+    results = {}
+
+    def second() -> None:
+        time.sleep(0.2)  # arrives while the first waits
+        results["second"] = batcher.submit("k", 2, run).batch_size
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    first = batcher.submit("k", 1, run, others_coming=lambda gathered: True)
+    thread.join()
+    assert first.batch_size == 2 and results["second"] == 2 and run.calls == [[1, 2]]
+
+
 def test_size_one_runs_each_request_alone_without_waiting():
     run = Recorder()
     started = time.monotonic()
