@@ -298,6 +298,38 @@ def client_args(case: Case) -> list[Any]:
     return [handle_file(str(a)) if isinstance(a, Path) else a for a in case.api_args]
 
 
+class HttpClient:
+    """The app's REST API with one plain httpx connection: upload the files, POST the call, read its event stream.
+
+    What any HTTP client (curl, a browser, JavaScript) pays; gradio_client adds its own polling on top.
+    """
+
+    def __init__(self, url: str) -> None:
+        import httpx
+
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=600)
+
+    def predict(self, *args: Any, api_name: str) -> Any:
+        data = [self._upload(a) if isinstance(a, Path) else a for a in args]
+        event_id = self.http.post(f"/gradio_api/call{api_name}", json={"data": data}).json()["event_id"]
+        event = None
+        with self.http.stream("GET", f"/gradio_api/call{api_name}/{event_id}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    event = line.removeprefix("event: ").strip()
+                elif line.startswith("data: ") and event in {"complete", "error"}:
+                    payload = json.loads(line.removeprefix("data: "))
+                    if event == "error":
+                        raise RuntimeError(f"{api_name}: {payload}")
+                    return payload[0]
+        raise RuntimeError(f"{api_name}: the event stream ended without a result")
+
+    def _upload(self, path: Path) -> dict[str, Any]:
+        with path.open("rb") as file:
+            uploaded = self.http.post("/gradio_api/upload", files={"files": (path.name, file)}).json()[0]
+        return {"path": uploaded, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+
 def model_load_seconds(client, model_id: str) -> float | None:
     """The app's own record of how long `model_id` took to load (the Models panel's report)."""
     try:
@@ -315,6 +347,7 @@ def bench_app(cases: list[Case], app: AppProcess, repeats: int) -> tuple[dict[st
     from gradio_client import Client
 
     client = Client(app.url, verbose=False, ssl_verify=False)  # plain HTTP: no TLS context per upload (README)
+    http = HttpClient(app.url)
     results: dict[str, Measurement] = {}
     loads: dict[str, float | None] = {}
     for case in cases:
@@ -332,13 +365,18 @@ def bench_app(cases: list[Case], app: AppProcess, repeats: int) -> tuple[dict[st
         m = repeat("app", call, repeats, output=lambda r, case=case: result_output(case, r))
         m.extra.update({"model_ms_median": median([x for x in stamp.get("all_model_ms", [])[1:] if x is not None]),
                         "device": stamp.get("device"), "dtype": stamp.get("dtype")})
+        over_http = repeat("app over HTTP", lambda case=case: http.predict(*case.api_args, api_name=case.api_name),
+                           repeats)
+        m.extra["http_warm_median_ms"] = over_http.warm_median
         if case.model not in loads:
             loads[case.model] = model_load_seconds(client, case.model)
             m.extra["model_load_s"] = loads[case.model]
         results[case.key] = m
     # The floor under every (a): a round trip that does no model work (the cache report), with the same client.
     floor = repeat("app", lambda: client.predict(api_name="/models"), repeats)
-    return results, {"model_load_s": loads, "client_floor_ms": floor.to_json().get("warm_median_ms")}
+    http_floor = repeat("app over HTTP", lambda: http.predict(api_name="/models"), repeats)
+    return results, {"model_load_s": loads, "client_floor_ms": floor.warm_median,
+                     "http_floor_ms": http_floor.warm_median}
 
 
 def bench_concurrency(app: AppProcess, cases: list[Case], clients: int, requests: int,
@@ -699,8 +737,10 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             app = cfg["app"].get(key, {}).get("warm_median_ms")
             bare = _bare_ms(variants)
             r = ratio(app, bare)
-            note = (f"without the {floor:.0f} ms gradio_client round trip: {ratio(app - floor, bare)}"
-                    if r is not None and floor else "")
+            http_ms = cfg["app"].get(key, {}).get("http_warm_median_ms")
+            note = "; ".join(part for part in (
+                f"over plain HTTP (a')/(c) {ratio(http_ms, bare)}" if http_ms and bare else "",
+                f"gradio_client's floor {floor:.0f} ms" if r is not None and floor else "") if part)
             add(f"(a)/(c) warm {key}", config, r, f"<= {TARGET_APP_OVER_BARE}",
                 None if r is None else r <= TARGET_APP_OVER_BARE, note)
         speech = [k for k in report["cases"] if k.startswith("speech/")]
@@ -771,14 +811,17 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Warm medians (ms), first call in brackets", ""]
     peer_labels = sorted({v["variant"] for vs in report["cases"].values() for v in vs
                           if not v["variant"].startswith(("runtime", "bare"))})
-    header = ["case", *(f"(a) app {c}" for c in configs), "(b) runtime", "(c) bare", *peer_labels,
-              *(f"(a)/(c) {c}" for c in configs), "tokens"]
+    header = ["case", *(f"(a) app {c}" for c in configs), *(f"(a') HTTP {c}" for c in configs), "(b) runtime",
+              "(c) bare", *peer_labels, *(f"(a)/(c) {c}" for c in configs), *(f"(a')/(c) {c}" for c in configs),
+              "tokens"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, variants in report["cases"].items():
         cells = [key]
         for c in configs:
             app = report["configs"][c]["app"].get(key, {})
             cells.append(f"{_fmt(app.get('warm_median_ms'))} ({_fmt(app.get('first_ms'))})")
+        for c in configs:
+            cells.append(_fmt(report["configs"][c]["app"].get(key, {}).get("http_warm_median_ms")))
         for prefix in ("runtime", "bare"):
             v = next((v for v in variants if v["variant"].startswith(prefix)), {})
             cells.append(f"{_fmt(v.get('warm_median_ms'))} ({_fmt(v.get('first_ms'))})" if v else "-")
@@ -788,6 +831,9 @@ def markdown(report: dict[str, Any]) -> str:
         for c in configs:
             app_ms = report["configs"][c]["app"].get(key, {}).get("warm_median_ms")
             cells.append(_fmt(ratio(app_ms, _bare_ms(variants))))
+        for c in configs:
+            http_ms = report["configs"][c]["app"].get(key, {}).get("http_warm_median_ms")
+            cells.append(_fmt(ratio(http_ms, _bare_ms(variants))))
         bare = next((v for v in variants if v["variant"].startswith("bare")), {})
         cells.append(_fmt(bare.get("new_tokens")) + (f"×{bare['sequences']}" if bare.get("sequences") else ""))
         lines.append("| " + " | ".join(cells) + " |")
@@ -806,12 +852,13 @@ def markdown(report: dict[str, Any]) -> str:
         cells = [_fmt(report["configs"][c]["model_load_s"].get(model)) for c in configs]
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {_fmt(report['runtime_load_s'][model])} |")
     lines += ["", "## App process", "", "| config | start-up to GET / 200 (s) | bare import (s) | peak RSS (MiB) "
-              "| gradio_client round trip without model work (ms) |", "|---|---|---|---|---|"]
+              "| round trip without model work: gradio_client / HTTP (ms) |", "|---|---|---|---|---|"]
     for c in configs:
         cfg = report["configs"][c]
         s = cfg.get("startup") or {}
         lines.append(f"| {c} | {_fmt(s.get('app_served_median_s'))} | {_fmt(s.get('bare_import_median_s'))} | "
-                     f"{_fmt(cfg.get('memory', {}).get('peak_rss_mib'))} | {_fmt(cfg.get('client_floor_ms'))} |")
+                     f"{_fmt(cfg.get('memory', {}).get('peak_rss_mib'))} | {_fmt(cfg.get('client_floor_ms'))} / "
+                     f"{_fmt(cfg.get('http_floor_ms'))} |")
     if any(cfg.get("concurrency") for cfg in report["configs"].values()):
         lines += ["", "## Concurrency (requests/s)", "",
                   "| config | case | 1 client | N clients | N | median latency (ms) | max latency (ms) "
@@ -975,6 +1022,7 @@ def main(argv: list[str] | None = None) -> int:
                     cfg["app"] = {k: m.to_json() for k, m in measured.items()}
                     cfg["model_load_s"] = extra["model_load_s"]
                     cfg["client_floor_ms"] = extra["client_floor_ms"]
+                    cfg["http_floor_ms"] = extra["http_floor_ms"]
                     cfg["memory"] = app.memory()  # all tabs used
                     cfg["wer"] = _app_wer(cases, measured)
                 if "concurrency" not in args.skip:
