@@ -36,25 +36,27 @@ def features(model_bundle, samples: np.ndarray) -> dict[str, torch.Tensor]:
     return {"input_features": extracted.input_features, "attention_mask": extracted.attention_mask}
 
 
-def generate_segments(model, batch, language: str | None) -> list[tuple[float, float, list[int]]]:
-    options = {"language": language, "task": "transcribe"} if model.generation_config.is_multilingual else {}
+def generate_segments(model, batch, language: str | None, task: str) -> list[tuple[float, float, list[int]]]:
+    options = {"language": language, "task": task} if model.generation_config.is_multilingual else {}
     output = model.generate(**batch, return_timestamps=True, return_segments=True, **options)
     return [(round(float(s["start"]), 3), round(float(s["end"]), 3), s["tokens"].tolist())
             for s in output["segments"][0]]
 
 
-def greedy_segments(model, batch, language: str | None) -> list[tuple[float, float, list[int]]]:
-    transcript = GreedyWhisper(model).transcribe(batch["input_features"], language=language, timestamps=True)
+def greedy_segments(model, batch, language: str | None, task: str) -> list[tuple[float, float, list[int]]]:
+    transcript = GreedyWhisper(model).transcribe(batch["input_features"], language=language, task=task,
+                                                 timestamps=True)
     return [(round(s.start, 3), round(s.end, 3), s.tokens) for s in transcript.segments]
 
 
-def assert_same_as_generate(model, batch, language: str | None) -> None:
+def assert_same_as_generate(model, batch, language: str | None, task: str = "transcribe") -> None:
     with torch.inference_mode():
-        assert greedy_segments(model, batch, language) == generate_segments(model, batch, language)
+        assert greedy_segments(model, batch, language, task) == generate_segments(model, batch, language, task)
         if batch["input_features"].shape[-1] <= 3000:  # one window without timestamps
-            options = {"language": language, "task": "transcribe"} if model.generation_config.is_multilingual else {}
+            options = {"language": language, "task": task} if model.generation_config.is_multilingual else {}
             generated = model.generate(**batch, **options)[0].tolist()  # without the prompt and end of text
-            mine = GreedyWhisper(model).transcribe(batch["input_features"], language=language, timestamps=False)
+            mine = GreedyWhisper(model).transcribe(batch["input_features"], language=language, task=task,
+                                                   timestamps=False)
             assert mine.segments[0].tokens == generated
 
 
@@ -80,6 +82,7 @@ def test_tiny_checkpoints_decode_like_generate(tiny_model_dir, model_id, seconds
 def test_tiny_checkpoint_int8_decodes_like_generate(tiny_model_dir):
     model_bundle = bundle(tiny_model_dir / "openai/whisper-base", quantize=True)
     assert_same_as_generate(model_bundle.model, features(model_bundle, clip(12.0, seed=3)), "fr")
+    assert_same_as_generate(model_bundle.model, features(model_bundle, clip(12.0, seed=4)), "de", task="translate")
 
 
 def test_language_detection_matches_transformers(tiny_model_dir):
