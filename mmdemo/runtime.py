@@ -17,7 +17,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,9 +90,6 @@ class Runtime:
         self.batcher = Batcher(settings.batch_window_ms / 1000, settings.max_batch)
         self._in_flight: Counter[str] = Counter()  # requests per task between validation and their result
         self._in_flight_lock = threading.Lock()
-        # On a CPU each prediction already uses every core: two at once only fight over them (measured: both finish
-        # later than the two in turn), so predictions take turns there. A GPU overlaps them.
-        self._compute_turn: AbstractContextManager = threading.Lock() if self.device == "cpu" else nullcontext()
         # Every bundle handed out by the cache and still alive, for predict calls to find by key.
         self._live: weakref.WeakValueDictionary[ModelKey, ModelBundle] = weakref.WeakValueDictionary()
         self._worker_bundles: dict[ModelKey, ModelBundle] = {}  # loaded inside a ZeroGPU worker, see _bundle_for
@@ -267,8 +264,7 @@ class Runtime:
             keys = {role: self.key_for(spec) for role, spec in specs.items()}
 
             def run_batch(batch: list[Any]) -> list[Any]:
-                with self._compute_turn:
-                    outputs = predict_batch(keys, batch)
+                outputs = predict_batch(keys, batch)
                 if isinstance(outputs, _Refused):
                     raise outputs.error
                 return outputs

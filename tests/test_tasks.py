@@ -395,35 +395,3 @@ def test_concurrent_requests_are_batched_and_keep_their_own_results(tiny_model_d
         assert [x["label"] for x in batched["labels"]] == [x["label"] for x in single["labels"]]
         assert [x["score"] for x in batched["labels"]] == pytest.approx([x["score"] for x in single["labels"]],
                                                                          abs=1e-5)
-
-
-def test_predictions_take_turns_on_a_cpu(tiny_model_dir, monkeypatch):
-    """Two at once would only fight over the cores: on a CPU no two predictions overlap, whatever the task."""
-    import threading
-
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
-    intervals: list[tuple[float, float]] = []
-    for name in ("zero_shot", "vqa"):
-        task = registry.get(name)
-
-        def recorded(bundles, batch, original=task.predict_batch):
-            started = time.perf_counter()
-            time.sleep(0.05)  # long enough for the other thread to arrive
-            outputs = original(bundles, batch)
-            intervals.append((started, time.perf_counter()))
-            return outputs
-
-        monkeypatch.setattr(task, "predict_batch", recorded)
-    requests = [("zero_shot", {"image": str(CAT), "labels": "cat, dog"}),
-                ("vqa", {"image": str(CAT), "question": "What is it?"})] * 3
-    for name, raw in requests[:2]:
-        runtime.run(name, raw)  # load both models first
-    intervals.clear()
-    threads = [threading.Thread(target=runtime.run, args=request) for request in requests]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(intervals) >= 4  # some zero-shot requests may have shared a batch
-    ordered = sorted(intervals)
-    assert all(earlier[1] <= later[0] for earlier, later in zip(ordered, ordered[1:]))
