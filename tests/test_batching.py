@@ -100,6 +100,27 @@ def test_a_request_waits_for_those_on_their_way_and_they_share_its_batch():
     assert first.batch_size == 2 and results["second"] == 2 and run.calls == [[1, 2]]
 
 
+def test_requests_arriving_while_a_batch_runs_form_the_next_batch_together():
+    run = Recorder(delay=0.4)
+    batcher = Batcher(0.01, 8)
+    sizes: dict[int, int] = {}
+
+    def one(item: int) -> None:
+        sizes[item] = batcher.submit("k", item, run, others_coming=lambda gathered: True).batch_size
+
+    first = threading.Thread(target=one, args=(0,))
+    first.start()
+    time.sleep(0.1)  # the first batch is running
+    later = [threading.Thread(target=one, args=(i,)) for i in range(1, 6)]
+    for t in later:
+        t.start()
+        time.sleep(0.03)  # further apart than the window: without turns, each would run alone
+    for t in [first, *later]:
+        t.join()
+    assert [sorted(call) for call in run.calls] == [[0], [1, 2, 3, 4, 5]]
+    assert sizes == {0: 1, 1: 5, 2: 5, 3: 5, 4: 5, 5: 5}
+
+
 def test_size_one_runs_each_request_alone_without_waiting():
     run = Recorder()
     started = time.monotonic()
