@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install mmdemo's dependencies: `scripts/setup.sh` for the app, `scripts/setup.sh dev` for tests too.
+# Create .venv and install mmdemo's dependencies: `scripts/setup.sh` for the app, `scripts/setup.sh ray` for the app
+# with the Ray Serve backend, `scripts/setup.sh dev` for the tests too (Ray included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
@@ -9,6 +10,8 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" "torch==${MMDEMO_TORCH_VERSION:-2.13.0}"
 if [ "${1:-}" = "dev" ]; then
   "${pip[@]}" -r requirements-dev.txt
+elif [ "${1:-}" = "ray" ]; then
+  "${pip[@]}" -r requirements.txt -r requirements-ray.txt
 else
   "${pip[@]}" -r requirements.txt
 fi

@@ -149,8 +149,8 @@ def concurrency(runtime: Runtime, task_name: str) -> dict[str, Any]:
     the app's concurrency limit, since on a small machine more parallel requests only make each slower."""
     task = registry.get(task_name)
     settings = runtime.settings
-    if type(task).predict_batch is not Task.predict_batch and settings.max_batch > 1:
-        return {"concurrency_id": "batched", "concurrency_limit": max(settings.max_batch, settings.concurrency)}
+    if type(task).predict_batch is not Task.predict_batch and runtime.max_batch > 1:
+        return {"concurrency_id": "batched", "concurrency_limit": max(runtime.max_batch, settings.concurrency)}
     return {"concurrency_id": "models", "concurrency_limit": settings.concurrency}
 
 

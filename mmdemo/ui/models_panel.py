@@ -16,16 +16,26 @@ from mmdemo.ui.common import USER_ERRORS
 HEADERS = ["model", "device", "dtype", "MB", "load s", "hits", "last used", "in use"]
 
 
+def _model_cell(entry: dict[str, Any]) -> str:
+    """The model, and with the Ray backend the replica holding it."""
+    return f"{entry['model']} ({entry['replica']})" if "replica" in entry else entry["model"]
+
+
 def render(report: dict[str, Any] | None) -> tuple[str, list[list[Any]], Any]:
     if not report:
         return "", [], gr.update()
+    if report.get("backend") == "ray":  # each replica keeps its own models, up to a count
+        limits = ", ".join(f"{r['replica']} {len(r['models'])}/{r['max_models']}" for r in report["replicas"])
+        used = (f"**{report['used_bytes'] / 1e6:,.0f} MB held by {len(report['replicas'])} Ray Serve replicas** "
+                f"(models per replica: {limits or 'none running'})")
+    else:
+        used = f"**{report['used_bytes'] / 1e6:,.0f} MB of {report['budget_bytes'] / 1e6:,.0f} MB budget used**"
     summary = (
-        f"**{report['used_bytes'] / 1e6:,.0f} MB of {report['budget_bytes'] / 1e6:,.0f} MB budget used** "
-        f"on {report['device']} ({report['dtype']}) · hits {report['hits']} · misses {report['misses']} · "
+        f"{used} on {report['device']} ({report['dtype']}) · hits {report['hits']} · misses {report['misses']} · "
         f"evictions {report['evictions']}"
     )
     rows = [
-        [e["model"], e["device"], e["dtype"], round(e["bytes"] / 1e6, 1), e["load_seconds"], e["hits"],
+        [_model_cell(e), e["device"], e["dtype"], round(e["bytes"] / 1e6, 1), e["load_seconds"], e["hits"],
          time.strftime("%H:%M:%S", time.localtime(e["last_used"])), e["in_use"]]
         for e in report["entries"]
     ]
@@ -35,9 +45,13 @@ def render(report: dict[str, Any] | None) -> tuple[str, list[list[Any]], Any]:
 
 def build(runtime: Runtime) -> tuple[Callable[[], dict[str, Any]], gr.JSON, list[gr.components.Component]]:
     """The panel's components; returns the report function, the hidden report and the views it renders into."""
-    gr.Markdown("Every tab shares one model cache: a model used by two tabs is loaded once. "
-                "Least recently used models are evicted when a new one would exceed the memory budget.",
-                elem_classes="mm-lead")
+    if runtime.settings.backend == "ray":
+        lead = ("The models run on Ray Serve: each replica of a task family keeps its own models, and evicts the least "
+                "recently used one when it holds as many as serve_config.yaml allows.")
+    else:
+        lead = ("Every tab shares one model cache: a model used by two tabs is loaded once. "
+                "Least recently used models are evicted when a new one would exceed the memory budget.")
+    gr.Markdown(lead, elem_classes="mm-lead")
     summary = gr.Markdown(elem_id="models-summary")
     table = gr.Dataframe(headers=HEADERS, label="Resident models", interactive=False, elem_id="models-table")
     with gr.Row():
