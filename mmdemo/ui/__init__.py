@@ -23,8 +23,12 @@ TAB_BUILDERS = {
 }
 
 HEADER = """<h1>mmdemo <span>multimodal transformers demos: images, speech and text</span></h1>
-<p><b>Click an example or upload your own file, then press the button.</b> Models load on first use and are shared
-by all tabs; every tab is also an API (<i>Use via API</i>, below).</p>"""
+<p><b>Click an example or upload your own file, then press the button.</b> {models}; every tab is also an API
+(<i>Use via API</i>, below).</p>"""
+WHERE_MODELS_RUN = {
+    "local": "Models load on first use and are shared by all tabs",
+    "ray": "Models run on a Ray Serve cluster, each family of tabs on replicas of its own",
+}
 
 # What keeps every tab compact enough for a 1280×800 laptop screen (examples and the Run button without scrolling)
 # and usable in a 400 px phone window.
@@ -56,7 +60,7 @@ STYLE = {"theme": gr.themes.Soft(spacing_size="sm"), "css": CSS}
 def build_demo(runtime: Runtime) -> gr.Blocks:
     """The whole app; building it loads no model."""
     with gr.Blocks(title="mmdemo: multimodal transformers demos", delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(HEADER, elem_id="mm-header")
+        gr.Markdown(HEADER.format(models=WHERE_MODELS_RUN[runtime.settings.backend]), elem_id="mm-header")
         with gr.Tabs():
             for name in registry.names():
                 build_tab = TAB_BUILDERS.get(name)
