@@ -24,3 +24,12 @@ def tiny_model_dir() -> Path:
 
     root = Path(os.environ.get("MMDEMO_TINY_MODEL_DIR") or REPO_ROOT / ".pytest_cache" / "tiny-models")
     return ensure_tiny_models(root)
+
+
+@pytest.fixture(scope="module")
+def upload_dir(tmp_path_factory) -> Path:
+    """Gradio's upload cache for one test module's apps (GRADIO_TEMP_DIR), so that what stays behind can be seen."""
+    folder = tmp_path_factory.mktemp("gradio-uploads")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(folder))
+        yield folder

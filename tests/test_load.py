@@ -109,15 +109,6 @@ def distinct_requests(folder: Path) -> list[tuple[str, tuple, str, dict[str, Any
 # ---------------------------------------------------------------- the crowd
 
 
-@pytest.fixture(scope="module")
-def upload_dir(tmp_path_factory):
-    """Gradio's upload cache for this module's apps, so that what stays behind can be counted."""
-    folder = tmp_path_factory.mktemp("gradio-uploads")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GRADIO_TEMP_DIR", str(folder))
-        yield folder
-
-
 def test_crowd_of_clients_gets_only_their_own_answers(tiny_model_dir, tmp_path, upload_dir):
     settings = Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu")
     requests = distinct_requests(tmp_path)

@@ -23,14 +23,6 @@ UPLOAD_LIMIT = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def upload_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gradio-uploads")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GRADIO_TEMP_DIR", str(folder))
-        yield folder
-
-
-@pytest.fixture(scope="module")
 def app(tiny_model_dir, upload_dir):
     """The app as a public Space runs it: default settings (custom model ids off), a small upload limit."""
     settings = Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu",
