@@ -4,6 +4,7 @@ calling the same checkpoint directly with transformers on the same input."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -372,12 +373,15 @@ def test_concurrent_requests_are_batched_and_keep_their_own_results(tiny_model_d
     runtime = Runtime(settings)
     requests = [{"image": str(image), "labels": labels} for image, labels in
                 [(CAT, "cat, dog"), (COFFEE, "cup, plate, mug"), (CAT, "bird, fish"), (COFFEE, "cat, cup")]]
-    runtime.run("zero_shot", requests[0])  # loads the model
-    started = time.perf_counter()
     alone = [runtime.run("zero_shot", raw) for raw in requests]
-    # One at a time, nobody else is on the way: no request waits out the 300 ms window.
-    assert time.perf_counter() - started < 4 * 0.3
     assert all(r["provenance"]["batch_size"] == 1 for r in alone)
+    # One at a time, nobody else is on the way: no request waits out the window (a 20 s one here, so that the
+    # bound below is a liveness check, not a speed target).
+    patient = Runtime(replace(settings, batch_window_ms=20_000))
+    patient.run("zero_shot", requests[0])  # loads the model
+    started = time.perf_counter()
+    assert [patient.run("zero_shot", raw)["labels"] for raw in requests] == [r["labels"] for r in alone]
+    assert time.perf_counter() - started < 10
     results: list = [None] * len(requests)
     barrier = threading.Barrier(len(requests))
 
