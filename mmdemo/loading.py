@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 
 from mmdemo.devices import device_map_for
 from mmdemo.errors import ModelUnavailableError
+from mmdemo.memo import Memo
 from mmdemo.sources import WEIGHT_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class ModelBundle:
     architecture: str
     tokenizer: Any = None  # set where the processor alone does not decode (ViT-GPT2)
     nbytes: int = 0
+    memo: Memo = field(default_factory=Memo)  # what tasks derive from the model and reuse (prompt embeddings)
 
     @property
     def device(self) -> torch.device:

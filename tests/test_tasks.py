@@ -190,6 +190,43 @@ def test_template_ensemble_averages_label_embeddings(runtime):
         {i["label"]: i["score"] for i in ensemble["labels"]}, abs=1e-6)
 
 
+def test_label_prompts_are_encoded_once_per_loaded_model(tiny_model_dir, monkeypatch):
+    """The text tower runs only for prompts the loaded model has not seen; the scores stay those of a full pass."""
+    model, processor = reference(tiny_model_dir, "openai/clip-vit-base-patch32", transformers.CLIPModel)
+
+    def direct(image: Path, labels: list[str]) -> dict[str, float]:
+        prompts = [f"a photo of a {label}." for label in labels]
+        with torch.inference_mode():
+            batch = processor(text=prompts, images=rgb(image), padding=True, return_tensors="pt")
+            return dict(zip(labels, model(**batch).logits_per_image.softmax(-1)[0].tolist()))
+
+    expected = [direct(CAT, ["cat", "dog", "cup of coffee"]), direct(COFFEE, ["cup of coffee", "cat", "dog"]),
+                direct(CAT, ["dog", "horse"])]
+    encoded: list[int] = []  # prompts per pass of the app's text tower
+    text_features = transformers.CLIPModel.get_text_features
+
+    def counting(self, input_ids=None, **kwargs):
+        encoded.append(len(input_ids))
+        return text_features(self, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(transformers.CLIPModel, "get_text_features", counting)
+    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize="none"))
+
+    def scores(image: Path, labels: str) -> dict[str, float]:
+        result = runtime.run("zero_shot", {"image": str(image), "labels": labels})
+        return {item["label"]: item["score"] for item in result["labels"]}
+
+    assert scores(CAT, "cat, dog, cup of coffee") == pytest.approx(expected[0], abs=1e-5)
+    assert encoded == [3]
+    assert scores(COFFEE, "cup of coffee, cat, dog") == pytest.approx(expected[1], abs=1e-5)
+    assert encoded == [3]  # same prompts, another image: no text pass
+    assert scores(CAT, "dog, horse") == pytest.approx(expected[2], abs=1e-5)
+    assert encoded == [3, 1]  # only "a photo of a horse."
+    runtime.unload("openai/clip-vit-base-patch32")  # the embeddings leave with the model
+    assert scores(CAT, "dog, horse") == pytest.approx(expected[2], abs=1e-5)
+    assert encoded == [3, 1, 2]
+
+
 @pytest.mark.parametrize(
     ("labels", "message"),
     [("cat", "at least 2 different labels"), (" , ,\n", "at least 2"), ("cat, Cat , CAT", "at least 2"),

@@ -135,21 +135,35 @@ def label_logits(bundle: ModelBundle, images: Sequence[Image.Image], labels: Seq
                  templates: Sequence[str]) -> torch.Tensor:
     """Image-label logits (images × labels): each label's text embedding is averaged over the templates."""
     model = bundle.model
-    prompts = [template.format(label) for label in labels for template in templates]
-    # SigLIP's text tower reads the last position: it was trained with max-length padding.
-    padding = "max_length" if is_sigmoid(bundle) else True
-    text = bundle.prepare(bundle.processor(text=prompts, padding=padding, truncation=True, return_tensors="pt"))
-    pixels = bundle.prepare(bundle.processor(images=list(images), return_tensors="pt"))
-    text_embeds = model.get_text_features(**text).pooler_output.float()
-    image_embeds = model.get_image_features(**pixels).pooler_output.float()
-    text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
+    text_embeds = prompt_embeddings(bundle, [template.format(label) for label in labels for template in templates])
     text_embeds = text_embeds.view(len(labels), len(templates), -1).mean(dim=1)
     text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
+    pixels = bundle.prepare(bundle.processor(images=list(images), return_tensors="pt"))
+    image_embeds = model.get_image_features(**pixels).pooler_output.float()
     image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
     logits = model.logit_scale.float().exp() * image_embeds @ text_embeds.T
     if is_sigmoid(bundle):
         logits = logits + model.logit_bias.float()
     return logits.cpu()
+
+
+def prompt_embeddings(bundle: ModelBundle, prompts: Sequence[str]) -> torch.Tensor:
+    """Unit-length text embeddings (prompts × dim), each encoded once per loaded model and then reused.
+
+    A demo keeps its labels while images change (and a batch shares them), so the text tower, a third of
+    CLIP B/32's time and over half of SigLIP's on a CPU, runs only for prompts it has not seen.
+    """
+
+    def encode(keys: list[tuple[str, str]]) -> list[torch.Tensor]:
+        # SigLIP's text tower reads the last position: it was trained with max-length padding.
+        padding = "max_length" if is_sigmoid(bundle) else True
+        text = bundle.prepare(bundle.processor(text=[prompt for _, prompt in keys], padding=padding,
+                                               truncation=True, return_tensors="pt"))
+        embeds = bundle.model.get_text_features(**text).pooler_output.float()
+        embeds = embeds / embeds.norm(dim=-1, keepdim=True)
+        return [row.clone() for row in embeds]  # own storage: evicting one row frees it
+
+    return torch.stack(bundle.memo.get_many([("text embedding", prompt) for prompt in prompts], encode))
 
 
 def logits_to_scores(bundle: ModelBundle, logits: torch.Tensor) -> torch.Tensor:
