@@ -490,15 +490,22 @@ class InProcess:
 
         return repeat("(b) runtime, new labels", call, self.repeats, output=lambda r: result_output(case, r))
 
-    def runtime_quantized(self, case: Case) -> bool:
-        """Whether the runtime's model for `case` has quantized layers (then the bare call gets them too)."""
+    def runtime_quantization(self, case: Case) -> str | None:
+        """The format of the runtime's quantized Linear layers for `case` ("int8", "fp16"), if any: the bare call
+        gets the same."""
+        import torch
+
         from mmdemo import registry
 
         task = registry.get(case.task)
         spec = task.model_spec(case.model)
         with self.runtime.bundles(task, {"model": spec}) as bundles:
             model = bundles["model"].model
-        return any("quantized" in type(module).__module__ for module in model.modules())
+        for module in model.modules():
+            packed = getattr(module, "_packed_params", None)
+            if packed is not None:
+                return "fp16" if packed.dtype == torch.float16 else "int8"
+        return None
 
     def release(self) -> None:
         for entry in self.runtime.cache_report()["entries"]:
@@ -509,22 +516,23 @@ class InProcess:
     def path(self, model_id: str) -> Path:
         return self.model_dir / model_id
 
-    def load_model(self, model_id: str, quantize: bool):
-        import torch
+    def load_model(self, model_id: str, quantize: str | None):
         import transformers
+
+        from mmdemo.loading import quantize_linear
 
         config = json.loads((self.path(model_id) / "config.json").read_text())
         cls = getattr(transformers, config["architectures"][0])
         model = cls.from_pretrained(self.path(model_id), dtype=self.dtype).to(self.device).eval()
         if quantize:
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            model = quantize_linear(model, quantize)
         if model_id.startswith(("cardiffnlp/",)):
             processor = transformers.AutoTokenizer.from_pretrained(self.path(model_id))
         else:
             processor = transformers.AutoProcessor.from_pretrained(self.path(model_id))
         return model, processor
 
-    def bare(self, case: Case, quantize: bool) -> Measurement:
+    def bare(self, case: Case, quantize: str | None) -> Measurement:
         """(c): processor + forward/generate with the task's settings, on already-decoded inputs."""
         import torch
 
@@ -540,7 +548,7 @@ class InProcess:
                 return _BARE[case.key.split("/")[0] if case.task != "vqa" else case.key](
                     holder["model"], holder["processor"], inputs, case, self)
 
-        m = repeat("bare (int8 dynamic)" if quantize else "bare", call, self.repeats, load=load,
+        m = repeat(f"bare ({quantize} linear)" if quantize else "bare", call, self.repeats, load=load,
                    output=lambda r: r["output"])
         if m.error is None:
             last = call()
@@ -1063,7 +1071,7 @@ def main(argv: list[str] | None = None) -> int:
                 if case.task == "zero_shot":
                     per_case[case.key].append(bench.runtime_new_labels(case))
                 report["runtime_load_s"].setdefault(model, m.extra.get("model_load_s"))
-            quantized = bench.runtime_quantized(group[0]) if bench.device == "cpu" else False
+            quantized = bench.runtime_quantization(group[0]) if bench.device == "cpu" else None
             bench.release()
             for case in group:
                 print(f"  bare {case.key}", flush=True)

@@ -30,17 +30,32 @@ from mmdemo.cache import ModelCache, ModelKey
 from mmdemo.config import Settings
 from mmdemo.devices import default_memory_budget, dtype_name, gpu_function, resolve_device, resolve_dtype
 from mmdemo.errors import BusyError, InputError, ModelTooLargeError, ModelUnavailableError
-from mmdemo.loading import ModelBundle, estimate_nbytes, load_bundle, require_architecture
+from mmdemo.loading import QUANTIZATIONS, ModelBundle, estimate_nbytes, load_bundle, require_architecture
 from mmdemo.sources import HubProbe, ModelLocator
 from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task
 
 log = logging.getLogger(__name__)
 
 OnLoad = Callable[[str], None]
-QUANTIZE_MODES = ("auto", "int8", "none")
-# int8 dynamic quantization by default on CPU where it was measured to keep accuracy and save time:
-# Whisper (word error rate unchanged on the offline pack's clips; see the benchmark and acceptance tests).
-QUANTIZED_BY_DEFAULT = frozenset({"WhisperForConditionalGeneration"})
+QUANTIZE_MODES = ("auto", *QUANTIZATIONS, "none")
+# MMDEMO_QUANTIZE=auto on CPU: each architecture's Linear format where it was measured to save time (the benchmark,
+# real-size models on 2 CPU cores), fp32 elsewhere (CLIP and SigLIP ran slower with fp16 weights).
+CPU_DEFAULT_QUANTIZATION = {
+    # int8: 1.4-1.6x, word error rate unchanged on the offline pack's clips (acceptance tests).
+    "WhisperForConditionalGeneration": "int8",
+    # fp16 weights, fp32 arithmetic: the same outputs to about 1e-3, while reading half the bytes. Short texts and
+    # token-by-token decoding are bound by memory bandwidth here: captioning 1.56x, BLIP VQA 1.33x, ViLT 1.13x,
+    # RoBERTa 1.80x, DistilBERT 1.9x.
+    "BlipForConditionalGeneration": "fp16",
+    "BlipForQuestionAnswering": "fp16",
+    "ViltForQuestionAnswering": "fp16",
+    "RobertaForSequenceClassification": "fp16",
+    "DistilBertForSequenceClassification": "fp16",
+}
+# How the cache report and each result's provenance name a format.
+_DTYPE_LABEL = {"int8": "int8", "fp16": "fp16-weights"}
+# Expected in-memory size against fp32 for each format, until the loaded model is measured.
+_SIZE_FACTOR = {"int8": 0.5, "fp16": 0.6}
 # A task's predict_batch as the runtime calls it: the models by role as cache keys (small and picklable, unlike the
 # models themselves: on ZeroGPU the call crosses into another process) and clean inputs sharing a batch key.
 PredictBatch = Callable[[Mapping[str, ModelKey], Sequence[Any]], "list[Any] | _Refused"]
@@ -102,14 +117,18 @@ class Runtime:
 
     def key_for(self, spec: ModelSpec) -> ModelKey:
         architecture = self._architectures.get((spec.id, spec.revision), "")
-        dtype = "int8" if self._quantized(architecture) else dtype_name(self.dtype)
+        quantization = self._quantization(architecture)
+        dtype = _DTYPE_LABEL[quantization] if quantization else dtype_name(self.dtype)
         return ModelKey(spec.id, spec.revision, self.device, dtype)
 
-    def _quantized(self, architecture: str) -> bool:
-        """Whether a model of `architecture` gets int8 Linear layers: CPU only; auto picks the measured wins."""
+    def _quantization(self, architecture: str) -> str | None:
+        """The Linear layers' format for a model of `architecture` ("int8", "fp16") or None: CPU only; auto picks
+        the measured wins."""
         if self.device != "cpu" or self.settings.quantize == "none":
-            return False
-        return self.settings.quantize == "int8" or architecture in QUANTIZED_BY_DEFAULT
+            return None
+        if self.settings.quantize == "auto":
+            return CPU_DEFAULT_QUANTIZATION.get(architecture)
+        return self.settings.quantize
 
     @contextmanager
     def bundles(self, task: Task, specs: Mapping[str, ModelSpec],
@@ -134,8 +153,8 @@ class Runtime:
         path = self.locator.locate(spec.id, spec.revision)  # may download: outside the cache's lock
         architecture = require_architecture(path, task.architectures)  # also on a cache hit from another task
         self._architectures[(spec.id, spec.revision)] = architecture
-        # int8 Linear layers take about half the fp32 bytes; the exact size is measured once loaded.
-        estimate = estimate_nbytes(path, self.dtype) // (2 if self._quantized(architecture) else 1)
+        # Quantized Linear layers shrink a model; the exact size is measured once loaded.
+        estimate = int(estimate_nbytes(path, self.dtype) * _SIZE_FACTOR.get(self._quantization(architecture), 1))
         return path, architecture, estimate
 
     @contextmanager
@@ -154,7 +173,7 @@ class Runtime:
 
     def _load(self, task: Task, path: Path, architecture: str) -> ModelBundle:
         return load_bundle(path, device=self.device, dtype=self.dtype, allowed=task.architectures,
-                           quantize=self._quantized(architecture))
+                           quantize=self._quantization(architecture))
 
     def load(self, task: Task, spec: ModelSpec) -> ModelBundle:
         """Load `spec` for `task` as this runtime would (device, dtype, int8), outside the cache.

@@ -250,3 +250,15 @@ def test_measure_nbytes_counts_tied_weights_once():
     module = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False))
     module[1].weight = module[0].weight
     assert measure_nbytes(module) == 10 * 4 * 4
+
+
+@pytest.mark.parametrize(("kind", "weight_bytes"), [(None, 4), ("fp16", 2), ("int8", 1)])
+def test_module_nbytes_counts_quantized_weights_as_stored(kind, weight_bytes):
+    torch = pytest.importorskip("torch")
+    from mmdemo.loading import module_nbytes, quantize_linear
+
+    model = torch.nn.Sequential(torch.nn.LayerNorm(64), torch.nn.Linear(64, 32))
+    if kind:
+        model = quantize_linear(model, kind)
+    # LayerNorm weight and bias, then the Linear's weight as stored and its fp32 bias.
+    assert module_nbytes(model) == 2 * 64 * 4 + 64 * 32 * weight_bytes + 32 * 4

@@ -391,15 +391,51 @@ def test_auto_language_is_detected_and_reported_with_parity(runtime, tiny_model_
     assert segmented["language"] == codes[detected]
 
 
-def test_cpu_default_quantizes_whisper_only(tiny_model_dir):
+def test_cpu_default_picks_each_models_measured_linear_format(tiny_model_dir):
     runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
     speech = runtime.run("speech", {"audio": str(SPEECH_16K), "timestamps": "none"})
     clip = runtime.run("zero_shot", {"image": str(CAT), "labels": "cat, dog"})
-    assert speech["provenance"]["dtype"] == "int8" and clip["provenance"]["dtype"] == "float32"
+    vilt = runtime.run("vqa", {"image": str(CAT), "question": "what?", "model": "dandelin/vilt-b32-finetuned-vqa"})
+    assert [r["provenance"]["dtype"] for r in (speech, clip, vilt)] == ["int8", "float32", "fp16-weights"]
     dtypes = {e["model"]: e["dtype"] for e in runtime.cache_report()["entries"]}
-    assert dtypes == {"openai/whisper-base": "int8", "openai/clip-vit-base-patch32": "float32"}
-    with pytest.raises(ValueError, match="Unknown quantize setting 'int4'"):
+    assert dtypes == {"openai/whisper-base": "int8", "openai/clip-vit-base-patch32": "float32",
+                      "dandelin/vilt-b32-finetuned-vqa": "fp16-weights"}
+    everything = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize="fp16"))
+    assert everything.run("zero_shot", {"image": str(CAT), "labels": "cat, dog"})["provenance"]["dtype"] == (
+        "fp16-weights")
+    with pytest.raises(ValueError, match="Unknown quantize setting 'int4': choose auto, int8, fp16, none"):
         Runtime(Settings(model_dir=tiny_model_dir, memory_budget=10**9, device="cpu", quantize="int4"))
+
+
+@pytest.mark.parametrize(("task", "raw", "model_id", "cls"), [
+    ("vqa", {"image": str(CAT), "question": "what is on the sofa?"}, "dandelin/vilt-b32-finetuned-vqa",
+     transformers.ViltForQuestionAnswering),
+    ("sentiment", {"text": "the food was great but the service was terrible"},
+     "cardiffnlp/twitter-roberta-base-sentiment-latest", transformers.AutoModelForSequenceClassification),
+])
+def test_fp16_weights_keep_the_fp32_scores(tiny_model_dir, task, raw, model_id, cls):
+    """fp16 weights multiply in fp32: every score stays within 1e-3 of the fp32 model's, nothing reorders."""
+    def scores(quantize: str) -> dict[str, float]:
+        runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu",
+                                   quantize=quantize))
+        result = runtime.run(task, {**raw, ("model" if task == "vqa" else "text_model"): model_id})
+        assert result["provenance"]["dtype"] == ("float32" if quantize == "none" else "fp16-weights")
+        if task == "vqa":
+            return {item["answer"]: item["score"] for item in result["answers"]}
+        return dict(result["modalities"][0]["probabilities"])
+
+    exact, halved = scores("none"), scores("fp16")
+    assert set(halved) == set(exact) and len(exact) >= 3
+    assert halved == pytest.approx(exact, abs=1e-3)
+    assert sorted(halved, key=halved.get) == sorted(exact, key=exact.get)
+
+
+def test_fp16_weights_caption_like_the_fp32_model(tiny_model_dir):
+    raw = {"image": str(CAT), "num_beams": 3, "max_new_tokens": 12}
+    captions = {quantize: Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu",
+                                           quantize=quantize)).run("captioning", raw)["caption"]
+                for quantize in ("none", "fp16")}
+    assert captions["fp16"] == captions["none"] and captions["none"]
 
 
 def test_concurrent_requests_are_batched_and_keep_their_own_results(tiny_model_dir):

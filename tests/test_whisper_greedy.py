@@ -24,7 +24,7 @@ WHISPER = frozenset({"WhisperForConditionalGeneration"})
 
 
 def bundle(path: Path, *, quantize: bool = False):
-    return load_bundle(path, device="cpu", dtype=torch.float32, allowed=WHISPER, quantize=quantize)
+    return load_bundle(path, device="cpu", dtype=torch.float32, allowed=WHISPER, quantize="int8" if quantize else None)
 
 
 def features(model_bundle, samples: np.ndarray) -> dict[str, torch.Tensor]:
