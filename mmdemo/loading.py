@@ -175,7 +175,9 @@ def load_bundle(path: Path, *, device: str, dtype: torch.dtype, allowed: frozens
     architecture = require_architecture(path, allowed)
     cls = _model_class(architecture)
     try:
-        model = cls.from_pretrained(path, dtype=dtype, device_map=device_map_for(device))
+        # A model about to be quantized is read into memory rather than mapped: once converted, its fp32 weights
+        # are freed instead of staying resident as the mapped file's pages (BLIP captioning: 774 MB against 1.5 GB).
+        model = cls.from_pretrained(path, dtype=dtype, device_map=device_map_for(device), disable_mmap=bool(quantize))
         processor, tokenizer = _load_processor(path, architecture)
         _check_vocabulary(tokenizer)
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
