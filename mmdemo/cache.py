@@ -95,13 +95,14 @@ def measure_nbytes(value: Any) -> int:
 
 
 def release_memory() -> None:
-    """Collect dropped references and return freed accelerator memory to the driver."""
+    """Collect dropped references and return freed memory: the accelerator's to the driver, the heap's to the OS."""
     gc.collect()
     try:
-        from mmdemo.devices import empty_device_cache
+        from mmdemo.devices import empty_device_cache, trim_host_heap
     except ImportError:  # pragma: no cover
         return
     empty_device_cache()
+    trim_host_heap()
 
 
 class ModelCache:

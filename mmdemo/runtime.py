@@ -297,7 +297,7 @@ class Runtime:
                                               others_coming=lambda gathered: self._others_coming(task.name, gathered))
                 output, batch_size = batched.result, batched.batch_size
             milliseconds = (time.perf_counter() - started) * 1000
-        dtype = "+".join(dict.fromkeys(key.dtype for key in keys.values()))
+        dtype = "+".join(sorted({key.dtype for key in keys.values()}))  # one spelling, as the Ray backend's
         return Prediction(output, batch_size, self.device, dtype, milliseconds)
 
     def preload(self, task_name: str, model_id: str | None = None, on_load: OnLoad | None = None) -> ModelKey:

@@ -188,8 +188,8 @@ class ModelServer:
         return next((task for task in tasks if architecture in task.architectures), tasks[0])
 
     def _dtype(self, specs: Mapping[str, ModelSpec]) -> str:
-        """As the in-process runtime reports it: each model's dtype ("int8" where quantized), joined."""
-        return "+".join(dict.fromkeys(self.runtime.key_for(spec).dtype for spec in specs.values()))
+        """As the in-process runtime reports it: each model's dtype ("int8" where quantized), sorted and joined."""
+        return "+".join(sorted({self.runtime.key_for(spec).dtype for spec in specs.values()}))
 
     def _post(self) -> None:
         """Tell the board what this replica holds (fire and forget)."""
