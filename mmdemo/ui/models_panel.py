@@ -31,8 +31,8 @@ def render(report: dict[str, Any] | None) -> tuple[str, list[list[Any]], Any]:
     else:
         used = f"**{report['used_bytes'] / 1e6:,.0f} MB of {report['budget_bytes'] / 1e6:,.0f} MB budget used**"
     summary = (
-        f"{used} on {report['device']} ({report['dtype']}) · hits {report['hits']} · misses {report['misses']} · "
-        f"evictions {report['evictions']}"
+        f"{used} on {report['device']} ({report['dtype']} arithmetic) · hits {report['hits']} · "
+        f"misses {report['misses']} · evictions {report['evictions']}"
     )
     rows = [
         [_model_cell(e), e["device"], e["dtype"], round(e["bytes"] / 1e6, 1), e["load_seconds"], e["hits"],
