@@ -38,14 +38,16 @@ log = logging.getLogger(__name__)
 
 OnLoad = Callable[[str], None]
 QUANTIZE_MODES = ("auto", *QUANTIZATIONS, "none")
-# MMDEMO_QUANTIZE=auto on CPU: each architecture's Linear format where it was measured to save time (the benchmark,
-# real-size models on 2 CPU cores), fp32 elsewhere (CLIP and SigLIP ran slower with fp16 weights).
+# MMDEMO_QUANTIZE=auto on CPU: each architecture's Linear format where it was measured to save time at the same
+# output (`python -m benchmarks.linear_formats`, real-size models on 2 CPU cores), fp32 elsewhere.
 CPU_DEFAULT_QUANTIZATION = {
     # int8: 1.4-1.6x, word error rate unchanged on the offline pack's clips (acceptance tests).
     "WhisperForConditionalGeneration": "int8",
     # fp16 weights, fp32 arithmetic: the same outputs to about 1e-3, while reading half the bytes. Short texts and
-    # token-by-token decoding are bound by memory bandwidth here: captioning 1.56x, BLIP VQA 1.33x, ViLT 1.13x,
-    # RoBERTa 1.80x, DistilBERT 1.9x.
+    # token-by-token decoding are bound by memory bandwidth here: captioning 1.91x, BLIP VQA 1.71x, ViLT 1.15x,
+    # RoBERTa 1.98x. DistilBERT is the same kind of encoder as RoBERTa (not in the benchmark).
+    # CLIP and SigLIP stay fp32: one measurement found them slower with fp16 weights (0.88x, 0.92x), the benchmark
+    # faster (1.44x, 1.08x); not settled.
     "BlipForConditionalGeneration": "fp16",
     "BlipForQuestionAnswering": "fp16",
     "ViltForQuestionAnswering": "fp16",

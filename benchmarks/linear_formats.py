@@ -1,0 +1,46 @@
+"""The bare transformers call per vision/text case with each CPU Linear format: fp32, fp16 weights, int8.
+
+The evidence behind `CPU_DEFAULT_QUANTIZATION` in mmdemo/runtime.py: time per format and whether the output (answer,
+caption, top labels) stays the fp32 one. Real-size configs with random weights, as in `benchmarks.run`.
+
+    python -m benchmarks.linear_formats --repeats 3   # -> benchmarks/results/<tag>/linear_formats.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
+from benchmarks.run import REPO, InProcess, build_cases, build_parser
+
+FORMATS = (None, "fp16", "int8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tag", default="cpu2")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model_dir = ensure_bench_models(DEFAULT_ROOT)
+    case_args = build_parser().parse_args(["--tasks", "vqa", "captioning", "zero_shot", "sentiment"])
+    case_args.caption_tokens = 20
+    bench = InProcess(model_dir, args.repeats, "int8")
+    rows = ["| case | fp32 (ms) | fp16 weights | int8 | fp32 / fp16 | fp32 / int8 | same output: fp16, int8 |",
+            "|---|---|---|---|---|---|---|"]
+    for case in build_cases(case_args):
+        print(f"  {case.key}", flush=True)
+        found = {kind: bench.bare(case, kind) for kind in FORMATS}
+        ms = {kind: m.warm_median for kind, m in found.items()}
+        same = [str(found[kind].output == found[None].output).lower() for kind in FORMATS[1:]]
+        rows.append(f"| {case.key} | {ms[None]:,.0f} | {ms['fp16']:,.0f} | {ms['int8']:,.0f} | "
+                    f"{ms[None] / ms['fp16']:.2f} | {ms[None] / ms['int8']:.2f} | {', '.join(same)} |")
+    out = REPO / "benchmarks" / "results" / args.tag / "linear_formats.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("# Bare call per CPU Linear format, warm medians\n\n" + "\n".join(rows) + "\n")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
