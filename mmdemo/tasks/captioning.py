@@ -98,6 +98,8 @@ class CaptioningTask(Task[CaptionInputs]):
         return (inputs.model, inputs.prefix, inputs.options)
 
     def predict_batch(self, bundles: Mapping[str, ModelBundle], batch: Sequence[CaptionInputs]) -> list[list[str]]:
+        from mmdemo.generation import cache_kwargs  # imports transformers: not at start-up
+
         bundle = bundles["model"]
         options = batch[0].options  # equal within a batch (batch_key)
         model_inputs = _model_inputs(bundle, [inputs.image for inputs in batch], batch[0].prefix)
@@ -111,6 +113,7 @@ class CaptioningTask(Task[CaptionInputs]):
             kwargs = {"do_sample": True, "top_p": options.top_p, "temperature": options.temperature,
                       "top_k": 0, "num_beams": 1, "num_return_sequences": per_image}
         kwargs["max_new_tokens"] = options.max_new_tokens
+        kwargs.update(cache_kwargs(bundle.architecture))
         if options.mode == "sample":
             with _SAMPLING_LOCK:
                 torch.manual_seed(options.seed)

@@ -55,7 +55,10 @@ class VqaTask(Task[VqaInputs]):
             scores, indices = probabilities.topk(min(TOP_K, probabilities.numel()))
             labels = bundle.model.config.id2label
             return [(labels[int(i)], float(s)) for s, i in zip(scores, indices)]
-        generated = bundle.model.generate(**batch, max_new_tokens=MAX_ANSWER_TOKENS)
+        from mmdemo.generation import cache_kwargs  # imports transformers: not at start-up
+
+        generated = bundle.model.generate(**batch, max_new_tokens=MAX_ANSWER_TOKENS,
+                                          **cache_kwargs(bundle.architecture))
         return [(bundle.processor.decode(generated[0], skip_special_tokens=True).strip(), None)]
 
     def format(self, output: list[tuple[str, float | None]], inputs: VqaInputs) -> dict[str, Any]:
