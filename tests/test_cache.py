@@ -262,3 +262,42 @@ def test_module_nbytes_counts_quantized_weights_as_stored(kind, weight_bytes):
         model = quantize_linear(model, kind)
     # LayerNorm weight and bias, then the Linear's weight as stored and its fp32 bias.
     assert module_nbytes(model) == 2 * 64 * 4 + 64 * 32 * weight_bytes + 32 * 4
+
+
+def test_fp16_weights_are_torch_quantize_dynamic_modules_with_the_same_outputs(tiny_model_dir):
+    torch = pytest.importorskip("torch")
+    import copy
+    import warnings
+
+    import transformers
+    from torch.ao.quantization import float16_dynamic_qconfig, quantize_dynamic
+
+    from mmdemo.loading import quantize_linear
+
+    path = tiny_model_dir / "cardiffnlp/twitter-roberta-base-sentiment-latest"
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(path).eval()
+    shared = torch.nn.Linear(8, 8)
+    extra = torch.nn.ModuleDict({"a": shared, "b": shared, "attention": torch.nn.MultiheadAttention(8, 2)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear: float16_dynamic_qconfig},
+                                     dtype=torch.float16)
+        reference_extra = quantize_dynamic(copy.deepcopy(extra), {torch.nn.Linear: float16_dynamic_qconfig},
+                                           dtype=torch.float16)
+    ours, ours_extra = quantize_linear(model, "fp16"), quantize_linear(extra, "fp16")
+
+    kinds = [type(m) for m in ours.modules()]
+    assert kinds == [type(m) for m in reference.modules()]
+    assert torch.nn.Linear not in kinds and torch.ao.nn.quantized.dynamic.Linear in kinds
+    assert type(ours_extra["attention"].out_proj) is type(reference_extra["attention"].out_proj)  # a subclass: kept
+    assert isinstance(ours_extra["a"], torch.ao.nn.quantized.dynamic.Linear)
+    assert ours_extra["a"] is ours_extra["b"]  # one layer in two places stays one layer
+    ids = torch.tensor([[0, 5, 9, 14, 2]])
+    with torch.inference_mode():
+        assert torch.equal(ours(input_ids=ids).logits, reference(input_ids=ids).logits)
+        x = torch.randn(3, 8)
+        assert torch.equal(ours_extra["a"](x), reference_extra["a"](x))
+    for mine, theirs in zip(ours.modules(), reference.modules(), strict=True):
+        if isinstance(mine, torch.ao.nn.quantized.dynamic.Linear):
+            assert (mine.in_features, mine.out_features) == (theirs.in_features, theirs.out_features)
+            assert torch.equal(mine.weight(), theirs.weight())
