@@ -181,18 +181,20 @@ def _fp16_weights(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def module_nbytes(model: torch.nn.Module) -> int:
-    """Bytes of parameters and buffers (tied weights once), plus the packed weights of quantized Linear layers."""
+    """Bytes of parameters and buffers (tied weights once), plus the packed weights of quantized Linear layers.
+
+    A packed layer is counted from its shape, its weight at the stored width (fp16: 2 bytes, int8: 1) and an fp32
+    bias taken as present: reading the packed weight back would unpack it (BLIP VQA: 5.6 s for 290 fp16 layers).
+    """
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
     from mmdemo.cache import measure_nbytes
 
     total = measure_nbytes(model)
     for module in model.modules():
-        packed = getattr(module, "_packed_params", None)
-        if packed is not None and hasattr(module, "weight") and callable(module.weight):
-            weight, bias = module.weight(), module.bias()
-            # weight() unpacks fp16 weights to fp32: count them as the 2-byte values they are stored as.
-            weight_bytes = 2 if packed.dtype == torch.float16 else weight.element_size()
-            total += weight.numel() * weight_bytes
-            total += bias.numel() * bias.element_size() if bias is not None else 0
+        if isinstance(module, DynamicLinear):
+            stored = 2 if module._packed_params.dtype == torch.float16 else 1
+            total += module.in_features * module.out_features * stored + module.out_features * 4
     return total
 
 
