@@ -30,7 +30,14 @@ from mmdemo.cache import ModelCache, ModelKey
 from mmdemo.config import Settings
 from mmdemo.devices import default_memory_budget, dtype_name, gpu_function, resolve_device, resolve_dtype
 from mmdemo.errors import BusyError, InputError, ModelTooLargeError, ModelUnavailableError
-from mmdemo.loading import QUANTIZATIONS, ModelBundle, estimate_nbytes, load_bundle, require_architecture
+from mmdemo.loading import (
+    QUANTIZATIONS,
+    ModelBundle,
+    estimate_nbytes,
+    import_model_code,
+    load_bundle,
+    require_architecture,
+)
 from mmdemo.sources import HubProbe, ModelLocator
 from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task
 
@@ -58,6 +65,8 @@ CPU_DEFAULT_QUANTIZATION = {
 _DTYPE_LABEL = {"int8": "int8", "fp16": "fp16-weights"}
 # Expected in-memory size against fp32 for each format, until the loaded model is measured.
 _SIZE_FACTOR = {"int8": 0.5, "fp16": 0.6}
+# The longest a load waits for the background import of model code (a few seconds on 2 cores) before it goes ahead.
+IMPORT_WAIT_SECONDS = 120
 # A task's predict_batch as the runtime calls it: the models by role as cache keys (small and picklable, unlike the
 # models themselves: on ZeroGPU the call crosses into another process) and clean inputs sharing a batch key.
 PredictBatch = Callable[[Mapping[str, ModelKey], Sequence[Any]], "list[Any] | _Refused"]
@@ -111,6 +120,8 @@ class Runtime:
         self._live: weakref.WeakValueDictionary[ModelKey, ModelBundle] = weakref.WeakValueDictionary()
         self._worker_bundles: dict[ModelKey, ModelBundle] = {}  # loaded inside a ZeroGPU worker, see _bundle_for
         self._pid = os.getpid()
+        self._code_imported = threading.Event()  # cleared while model code imports in the background
+        self._code_imported.set()
         # One GPU-wrapped predict per task, made before the app is served (ZeroGPU registers them at launch).
         self._predicts: dict[str, PredictBatch] = {}
         self._predicts_lock = threading.Lock()
@@ -173,7 +184,29 @@ class Runtime:
             self._live[key] = bundle
             yield bundle
 
+    def import_model_code_in_background(self) -> None:
+        """Import the model code of every registered task in a daemon thread; loads wait until it is done.
+
+        Call it once the app serves (not before: it would hold the GIL while the server starts). A visitor's first
+        click then finds transformers imported; one that comes sooner waits for the import it would have done
+        itself, and no two threads import the same modules at once.
+        """
+        self._code_imported.clear()
+
+        def run() -> None:
+            started = time.perf_counter()
+            try:
+                import_model_code(sorted(set().union(*(registry.get(n).architectures for n in registry.names()))))
+                log.info("Imported the model code of every tab in %.1f s", time.perf_counter() - started)
+            except Exception:  # a broken import shows again, with its cause, when a model of it loads
+                log.exception("Importing model code ahead of the first request failed")
+            finally:
+                self._code_imported.set()
+
+        threading.Thread(target=run, name="mmdemo-import-model-code", daemon=True).start()
+
     def _load(self, task: Task, path: Path, architecture: str) -> ModelBundle:
+        self._code_imported.wait(IMPORT_WAIT_SECONDS)
         return load_bundle(path, device=self.device, dtype=self.dtype, allowed=task.architectures,
                            quantize=self._quantization(architecture))
 

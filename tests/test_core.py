@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -115,6 +116,46 @@ def test_nothing_heavy_at_import(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False"
+
+
+def test_model_code_is_imported_once_the_page_is_served_and_loads_wait_for_it(tmp_path, tiny_model_dir):
+    import json
+    import subprocess
+    import sys
+
+    code = f"""
+import json, logging, socket, sys, time, urllib.request
+logging.basicConfig(level=logging.INFO)
+from pathlib import Path
+from mmdemo.config import Settings
+from mmdemo.runtime import Runtime
+from mmdemo.ui import launch
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+settings = Settings(model_dir=Path({str(tiny_model_dir)!r}), device="cpu", port=port, memory_budget=2**32)
+runtime = Runtime(settings)
+before = "transformers.models.blip.modeling_blip" in sys.modules
+demo = launch(settings, runtime=runtime, prevent_thread_lock=True)
+importing = not runtime._code_imported.is_set()
+page = urllib.request.urlopen(f"http://127.0.0.1:{{port}}/", timeout=30).status
+result = runtime.run("sentiment", {{"text": "what a great day"}})  # its load waits for the import
+done = runtime._code_imported.is_set()
+modules = [m for m in ("blip", "clip", "whisper", "roberta", "vilt")
+           if f"transformers.models.{{m}}.modeling_{{m}}" in sys.modules]
+print(json.dumps({{"before": before, "importing": importing, "page": page, "done": done, "modules": modules,
+                   "label": result["label"]}}))
+demo.close()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1], env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("{")))
+    assert report["before"] is False  # building the runtime imports no model code
+    assert report["importing"] is True and report["page"] == 200  # the page is served while it imports
+    assert report["done"] is True  # the first load waited for the import instead of racing it
+    assert report["modules"] == ["blip", "clip", "whisper", "roberta", "vilt"]  # every tab's, not just this one's
+    assert report["label"] in {"positive", "negative", "neutral"}
+    assert "Imported the model code of every tab" in out.stderr
 
 
 def test_a_downloaded_model_is_located_without_asking_the_hub_again(tmp_path, monkeypatch):

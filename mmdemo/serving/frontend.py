@@ -101,6 +101,9 @@ class RayRuntime(Runtime):
             raise reply.error
         return reply
 
+    def import_model_code_in_background(self) -> None:
+        """Models load in the Ray replicas, not here: nothing to import ahead of them."""
+
     def preload(self, task_name: str, model_id: str | None = None, on_load: OnLoad | None = None) -> ModelKey:
         """Load a task's model (default: its default) on a replica of its family's deployment.
 

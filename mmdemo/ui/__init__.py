@@ -98,6 +98,10 @@ def launch(settings: Settings, *, runtime: Runtime | None = None, **kwargs) -> g
     if settings.preload:
         preload(runtime, settings.preload)
     demo = build_demo(runtime)
+    block = not kwargs.pop("prevent_thread_lock", False)
     demo.launch(server_name=settings.host, server_port=settings.port, max_file_size=settings.max_upload_bytes,
-                **STYLE, **kwargs)
+                prevent_thread_lock=True, **STYLE, **kwargs)
+    runtime.import_model_code_in_background()  # once the page is served: the first click finds it done
+    if block:
+        demo.block_thread()
     return demo
