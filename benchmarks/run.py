@@ -833,7 +833,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Warm medians (ms), first call in brackets", ""]
     peer_labels = sorted({v["variant"] for vs in report["cases"].values() for v in vs
                           if not v["variant"].startswith(("runtime", "bare"))})
-    header = ["case", *(f"(a) app {c}" for c in configs), *(f"(a') HTTP {c}" for c in configs), "(b) runtime",
+    # "(a) predict": the app's own predict time (each result's provenance), to place a gap inside or outside it.
+    header = ["case", *(f"(a) app {c}" for c in configs), *(f"(a) predict {c}" for c in configs),
+              *(f"(a') HTTP {c}" for c in configs), "(b) runtime",
               "(c) bare", *peer_labels, *(f"(a)/(c) {c}" for c in configs), *(f"(a')/(c) {c}" for c in configs),
               "tokens"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -842,6 +844,8 @@ def markdown(report: dict[str, Any]) -> str:
         for c in configs:
             app = report["configs"][c]["app"].get(key, {})
             cells.append(f"{_fmt(app.get('warm_median_ms'))} ({_fmt(app.get('first_ms'))})")
+        for c in configs:
+            cells.append(_fmt(report["configs"][c]["app"].get(key, {}).get("model_ms_median")))
         for c in configs:
             cells.append(_fmt(report["configs"][c]["app"].get(key, {}).get("http_warm_median_ms")))
         for prefix in ("runtime", "bare"):
