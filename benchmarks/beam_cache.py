@@ -9,7 +9,6 @@ the two caches alternating, and whether their tokens are equal. Real-size BLIP b
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
@@ -17,7 +16,7 @@ import time
 import torch
 
 from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
-from benchmarks.run import MEDIA, REPO
+from benchmarks.run import MEDIA, side_study_parser, write_table
 
 MODEL = "Salesforce/blip-image-captioning-base"
 IMAGES = ("coco_000000039769.png", "darknet_dog.jpg", "merlion.jpg", "darknet_horses.jpg", "darknet_eagle.jpg",
@@ -25,10 +24,8 @@ IMAGES = ("coco_000000039769.png", "darknet_dog.jpg", "merlion.jpg", "darknet_ho
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = side_study_parser(__doc__, repeats=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--tag", default="cpu2")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mmdemo.generation import SharedCrossAttentionCache
@@ -57,10 +54,8 @@ def main() -> None:
         same = torch.equal(outputs["default"], outputs["shared"])
         rows.append(f"| {size} | {default:,.0f} | {shared:,.0f} | {default / shared:.2f} | {str(same).lower()} |")
         print(rows[-1], flush=True)
-    out = REPO / "benchmarks" / "results" / args.tag / "beam_cache.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"# BLIP captioning, 3 beams x 20 tokens, fp16 weights: warm medians of {args.repeats}\n\n"
-                   + "\n".join(rows) + "\n")
+    write_table(args.tag, "beam_cache", f"BLIP captioning, 3 beams x 20 tokens, fp16 weights: warm medians of "
+                f"{args.repeats}", rows)
 
 
 if __name__ == "__main__":

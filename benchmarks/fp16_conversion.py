@@ -7,7 +7,6 @@ freshly loaded model; and whether the converted models give the same logits. Rea
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
@@ -16,16 +15,13 @@ import warnings
 import torch
 
 from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
-from benchmarks.run import REPO
+from benchmarks.run import side_study_parser, write_table
 
 MODEL = "Salesforce/blip-vqa-base"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--tag", default="cpu2")
-    args = parser.parse_args()
+    args = side_study_parser(__doc__, repeats=2).parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
     from torch.ao.quantization import float16_dynamic_qconfig, quantize_dynamic
@@ -61,10 +57,8 @@ def main() -> None:
             "|---|---|---|---|---|",
             f"| {layers} | {before:.2f} | {after:.2f} | {before / after:.2f} | {str(same).lower()} |"]
     print("\n".join(rows))
-    out = REPO / "benchmarks" / "results" / args.tag / "fp16_conversion.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"# BLIP VQA base to fp16 weights on {torch.get_num_threads()} threads: median of {args.repeats}\n\n"
-                   + "\n".join(rows) + "\n")
+    write_table(args.tag, "fp16_conversion",
+                f"BLIP VQA base to fp16 weights on {torch.get_num_threads()} threads: median of {args.repeats}", rows)
 
 
 if __name__ == "__main__":

@@ -8,20 +8,16 @@ caption, top labels) stays the fp32 one. Real-size configs with random weights, 
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
-from benchmarks.run import REPO, InProcess, build_cases, build_parser
+from benchmarks.run import InProcess, build_cases, build_parser, side_study_parser, write_table
 
 FORMATS = (None, "fp16", "int8")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tag", default="cpu2")
-    args = parser.parse_args()
+    args = side_study_parser(__doc__, repeats=3).parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_dir = ensure_bench_models(DEFAULT_ROOT)
     case_args = build_parser().parse_args(["--tasks", "vqa", "captioning", "zero_shot", "sentiment"])
@@ -36,9 +32,7 @@ def main() -> None:
         same = [str(found[kind].output == found[None].output).lower() for kind in FORMATS[1:]]
         rows.append(f"| {case.key} | {ms[None]:,.0f} | {ms['fp16']:,.0f} | {ms['int8']:,.0f} | "
                     f"{ms[None] / ms['fp16']:.2f} | {ms[None] / ms['int8']:.2f} | {', '.join(same)} |")
-    out = REPO / "benchmarks" / "results" / args.tag / "linear_formats.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("# Bare call per CPU Linear format, warm medians\n\n" + "\n".join(rows) + "\n")
+    write_table(args.tag, "linear_formats", "Bare call per CPU Linear format, warm medians", rows)
     print("\n".join(rows))
 
 

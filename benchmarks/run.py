@@ -968,6 +968,22 @@ def parse_env(items: list[str]) -> dict[str, str]:
     return env
 
 
+def side_study_parser(doc: str, repeats: int) -> argparse.ArgumentParser:
+    """The arguments of the one-question scripts beside this one (benchmarks.beam_cache, .linear_formats, ...)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--tag", default="cpu2", help="results folder under benchmarks/results")
+    return parser
+
+
+def write_table(tag: str, name: str, title: str, rows: list[str]) -> Path:
+    """A side study's Markdown table, as benchmarks/results/<tag>/<name>.md."""
+    out = REPO / "benchmarks" / "results" / tag / f"{name}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# {title}\n\n" + "\n".join(rows) + "\n")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
