@@ -545,8 +545,7 @@ class InProcess:
 
         def call():
             with torch.inference_mode():
-                return _BARE[case.key.split("/")[0] if case.task != "vqa" else case.key](
-                    holder["model"], holder["processor"], inputs, case, self)
+                return bare_call(case)(holder["model"], holder["processor"], inputs, case, self)
 
         m = repeat(f"bare ({quantize} linear)" if quantize else "bare", call, self.repeats, load=load,
                    output=lambda r: r["output"])
@@ -699,6 +698,11 @@ _BARE: dict[str, Callable[..., dict[str, Any]]] = {
     "vqa/blip": _bare_vqa_blip, "vqa/vilt": _bare_vqa_vilt, "captioning": _bare_captioning,
     "zero_shot": _bare_zero_shot, "speech": _bare_speech, "sentiment": _bare_sentiment,
 }
+
+
+def bare_call(case: Case) -> Callable[..., dict[str, Any]]:
+    """(c) for `case`: called as f(model, processor, decoded inputs, case, InProcess)."""
+    return _BARE[case.key.split("/")[0] if case.task != "vqa" else case.key]
 
 
 # ------------------------------------------------------------------------------------------------ report
