@@ -55,7 +55,7 @@ def main() -> None:
         for case in cases:
             print(f"  {case.key}", flush=True)
             model, processor = bench.load_model(case.model, bench.runtime_quantization(case))
-            inputs = bench._decoded_inputs(case)
+            inputs = bench.decoded_inputs(case)
             predict_ms: list[float] = []
 
             def app_call(case=case, predict_ms=predict_ms) -> Any:

@@ -541,7 +541,7 @@ class InProcess:
         def load():
             holder["model"], holder["processor"] = self.load_model(case.model, quantize)
 
-        inputs = self._decoded_inputs(case)
+        inputs = self.decoded_inputs(case)
 
         def call():
             with torch.inference_mode():
@@ -556,7 +556,7 @@ class InProcess:
         gc.collect()
         return m
 
-    def _decoded_inputs(self, case: Case) -> dict[str, Any]:
+    def decoded_inputs(self, case: Case) -> dict[str, Any]:
         from mmdemo.media import load_audio, load_image
 
         if case.audio is not None:
@@ -576,7 +576,7 @@ class InProcess:
         if case.task != "speech":
             return []
         multilingual = not case.model.endswith(".en")
-        long_form = len(self._decoded_inputs(case)["samples"]) > 30 * 16_000
+        long_form = len(self.decoded_inputs(case)["samples"]) > 30 * 16_000
         greedy = {"num_beams": 1, **({"language": "en", "task": "transcribe"} if multilingual else {})}
         timestamps = {"return_timestamps": True} if long_form else {}
         found = [
@@ -593,7 +593,7 @@ class InProcess:
         from transformers import pipeline
 
         holder: dict[str, Any] = {}
-        inputs = self._decoded_inputs(case)
+        inputs = self.decoded_inputs(case)
 
         def load():
             holder["pipe"] = pipeline(task, model=str(self.path(case.model)), device=self.device, dtype=self.dtype)
@@ -610,7 +610,7 @@ class InProcess:
             return [Measurement("faster-whisper", error="not installed: pip install -r benchmarks/requirements.txt")]
         from benchmarks.bench_models import ensure_ct2_whisper
 
-        samples = self._decoded_inputs(case)["samples"]
+        samples = self.decoded_inputs(case)["samples"]
         language = None if case.model.endswith(".en") else "en"
         device = "cuda" if self.device.startswith("cuda") else "cpu"
         holder: dict[str, Any] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,10 +111,9 @@ def import_model_code(architectures: Iterable[str]) -> None:
     The first one costs seconds (transformers' modeling and generation stack: 4.4 s on 2 CPU cores), the rest
     tens of milliseconds each: done once, ahead of the first request, it is not part of anyone's first click.
     """
-    import transformers
-
     for architecture in architectures:
-        getattr(transformers, architecture, None)
+        with suppress(ModelUnavailableError):
+            _model_class(architecture)
 
 
 def _load_processor(path: Path, architecture: str) -> tuple[Any, Any]:
@@ -168,7 +168,8 @@ def _fp16_weights(model: torch.nn.Module) -> torch.nn.Module:
 
     Packing an fp16 weight for fbgemm is slow (BLIP base: 290 layers, 17 ms each here) and torch's conversion packs
     a zero weight of the full size before the real one. Here each weight is packed once, the layers on
-    `torch.get_num_threads()` threads (packing releases the GIL): BLIP VQA's conversion took 9.7 s, now about 2.5.
+    `torch.get_num_threads()` threads (packing releases the GIL): BLIP VQA 7.87 -> 3.08 s on 2 cores
+    (`python -m benchmarks.fp16_conversion`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
