@@ -182,7 +182,8 @@ def build_cases(args: argparse.Namespace) -> list[Case]:
                             "cardiffnlp/twitter-roberta-base-sentiment-latest", "openai/clip-vit-base-patch32",
                             "openai/whisper-base", "", "", ""]),
     ]
-    for model in args.speech_models:
+    wants_speech = not args.tasks or any(t == "speech" or t.startswith("speech/") for t in args.tasks)
+    for model in args.speech_models if wants_speech else ():  # the clips' manifest is read only when needed
         language = "auto" if model.endswith(".en") else "en"
         for path, transcript in speech_clips(args.clips):
             cases.append(Case(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import os
+import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -291,10 +292,14 @@ def test_quantized_models_leave_the_heap_when_freed(tiny_model_dir, tmp_path, qu
         release_memory()
         return process.memory_info().rss
 
-    after_first = cycle()
-    growth = max(cycle() for _ in range(5)) - after_first
-    # A model that stayed behind would add its 52 MB (fp32 read) or ~26 MB (fp16 weights) per cycle.
-    assert growth < 15e6, f"RSS grew {growth / 1e6:.1f} MB over 5 load-and-free cycles"
+    cycle()  # warm-up: classes, tokenizer, allocator pools
+    rss = [cycle() for _ in range(8)]
+    # A model that stayed behind would add its 52 MB (fp32 read) or ~26 MB (fp16 weights) per cycle. The trend is
+    # judged, not one pair of samples: with fp16 the packed weights come from the packing threads' heaps, and the
+    # RSS after a cycle lands on one of two levels ~20 MB apart from cycle to cycle, with no drift (seen in CI).
+    # Two such levels, the worst way round (four low, then four high), make a slope of 4 MB per cycle.
+    slope, _ = statistics.linear_regression(range(len(rss)), rss)
+    assert slope < 8e6, f"RSS grows {slope / 1e6:.1f} MB per load-and-free cycle: {[round(r / 1e6) for r in rss]} MB"
 
 
 def test_request_needing_more_models_than_the_budget_holds_fails_fast(tiny_model_dir):
