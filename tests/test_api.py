@@ -92,6 +92,32 @@ def test_zero_shot_endpoint(client):
     assert result["scoring"] == "softmax" and result["templates"] == ["a photo of a {}."]
 
 
+def call_over_plain_http(url: str, api_name: str, data: list) -> dict:
+    """What curl or fetch does: upload the files, POST the call without a session hash, read the event stream."""
+    import json
+
+    import httpx
+
+    with httpx.Client(base_url=url.rstrip("/"), timeout=60) as http:
+        for i, value in enumerate(data):
+            if isinstance(value, Path):
+                with value.open("rb") as file:
+                    path = http.post("/gradio_api/upload", files={"files": (value.name, file)}).json()[0]
+                data[i] = {"path": path, "meta": {"_type": "gradio.FileData"}}
+        event_id = http.post(f"/gradio_api/call{api_name}", json={"data": data}).json()["event_id"]
+        lines = http.get(f"/gradio_api/call{api_name}/{event_id}").text.splitlines()
+    assert "event: complete" in lines, lines
+    return json.loads(lines[lines.index("event: complete") + 1].removeprefix("data: "))[0]
+
+
+def test_calls_without_a_session_answer_as_with_one(client, url):
+    args = ["cat, dog, bird", "openai/clip-vit-base-patch32", "a photo of a {}.", False]
+    with_session = client.predict(handle_file(CAT), *args, api_name="/zero_shot")
+    without = call_over_plain_http(url, "/zero_shot", [Path(CAT), *args])
+    assert without["labels"] == with_session["labels"] and without["templates"] == ["a photo of a {}."]
+    assert sorted(item["label"] for item in without["labels"]) == ["bird", "cat", "dog"]
+
+
 def test_speech_endpoint(client):
     result = client.predict(handle_file(JFK), "openai/whisper-base", "auto", "transcribe", "segment",
                             api_name="/speech")
