@@ -1,10 +1,10 @@
 """Gradio sessions that build a component's config when it is first read, not every config when they start.
 
 Gradio 6 gives each visitor's session, and every API call made without a session hash (curl, fetch, any plain HTTP
-client), a `SessionState` that renders the config of every block of the app up front. This app has ~150 blocks:
-16 ms of CPU and 250 KB per session on our 2-core machine, spent on the server's event loop, for configs that Gradio
-reads only for blocks an event updated and when it restores a deep link. `LazySessionState` keeps the same contents
-and builds each config on first read; `install()` makes Gradio use it.
+client), a `SessionState` that renders the config of every block of the app up front. This app has 145 blocks:
+26 ms of CPU and 246 KB per session on our 2-core machine (`python -m benchmarks.sessions`), spent on the server's
+event loop, for configs that Gradio reads only for blocks an event updated and when it restores a deep link.
+`LazySessionState` keeps the same contents and builds each config on first read; `install()` makes Gradio use it.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import gradio.blocks
 import gradio.route_utils
 import gradio.state_holder
 
+GRADIO_SESSION_STATE = gradio.state_holder.SessionState  # Gradio's own class, before install() replaces the name
 
-class LazySessionState(gradio.state_holder.SessionState):
+
+class LazySessionState(GRADIO_SESSION_STATE):
     """Gradio's `SessionState`, with `config_values` filled on demand.
 
     Gradio itself builds a missing entry from the session's block when an event updates it or sets its value;
@@ -45,9 +47,6 @@ class LazySessionState(gradio.state_holder.SessionState):
         self.config_values.update(built)  # blocks added later (re-renders) keep their place after these
         self._initial = {}
         return super().components
-
-
-GRADIO_SESSION_STATE = LazySessionState.__mro__[1]
 
 
 def install(session_class: type = LazySessionState) -> None:
