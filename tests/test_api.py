@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import socket
 from pathlib import Path
@@ -94,8 +95,6 @@ def test_zero_shot_endpoint(client):
 
 def call_over_plain_http(url: str, api_name: str, data: list) -> dict:
     """What curl or fetch does: upload the files, POST the call without a session hash, read the event stream."""
-    import json
-
     import httpx
 
     with httpx.Client(base_url=url.rstrip("/"), timeout=60) as http:
@@ -116,6 +115,21 @@ def test_calls_without_a_session_answer_as_with_one(client, url):
     without = call_over_plain_http(url, "/zero_shot", [Path(CAT), *args])
     assert without["labels"] == with_session["labels"] and without["templates"] == ["a photo of a {}."]
     assert sorted(item["label"] for item in without["labels"]) == ["bird", "cat", "dog"]
+
+
+def test_readme_curl_example_runs(url, client):
+    import shutil
+    import subprocess
+
+    assert shutil.which("curl"), "scripts/test.sh installs curl"
+    script = readme_api_section().split("```bash\n", 1)[1].split("```", 1)[0]
+    done = subprocess.run(["bash", "-c", script.replace("http://127.0.0.1:7860", url.rstrip("/"))], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    lines = done.stdout.splitlines()
+    assert "event: complete" in lines, done.stdout + done.stderr
+    result = json.loads(lines[lines.index("event: complete") + 1].removeprefix("data: "))[0]
+    expected = client.predict(handle_file(CAT), "cat, dog, bird", api_name="/zero_shot")
+    assert result["labels"] == expected["labels"] and result["templates"] == ["a photo of a {}."]
 
 
 def test_speech_endpoint(client):
