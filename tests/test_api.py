@@ -93,6 +93,13 @@ def test_zero_shot_endpoint(client):
     assert result["scoring"] == "softmax" and result["templates"] == ["a photo of a {}."]
 
 
+def completed_result(event_stream: str) -> dict:
+    """The result in a call's event stream: the `data:` line after `event: complete`, a one-element list."""
+    lines = event_stream.splitlines()
+    assert "event: complete" in lines, event_stream
+    return json.loads(lines[lines.index("event: complete") + 1].removeprefix("data: "))[0]
+
+
 def call_over_plain_http(url: str, api_name: str, data: list) -> dict:
     """What curl or fetch does: upload the files, POST the call without a session hash, read the event stream."""
     import httpx
@@ -104,9 +111,7 @@ def call_over_plain_http(url: str, api_name: str, data: list) -> dict:
                     path = http.post("/gradio_api/upload", files={"files": (value.name, file)}).json()[0]
                 data[i] = {"path": path, "meta": {"_type": "gradio.FileData"}}
         event_id = http.post(f"/gradio_api/call{api_name}", json={"data": data}).json()["event_id"]
-        lines = http.get(f"/gradio_api/call{api_name}/{event_id}").text.splitlines()
-    assert "event: complete" in lines, lines
-    return json.loads(lines[lines.index("event: complete") + 1].removeprefix("data: "))[0]
+        return completed_result(http.get(f"/gradio_api/call{api_name}/{event_id}").text)
 
 
 def test_calls_without_a_session_answer_as_with_one(client, url):
@@ -125,9 +130,7 @@ def test_readme_curl_example_runs(url, client):
     script = readme_api_section().split("```bash\n", 1)[1].split("```", 1)[0]
     done = subprocess.run(["bash", "-c", script.replace("http://127.0.0.1:7860", url.rstrip("/"))], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
-    lines = done.stdout.splitlines()
-    assert "event: complete" in lines, done.stdout + done.stderr
-    result = json.loads(lines[lines.index("event: complete") + 1].removeprefix("data: "))[0]
+    result = completed_result(done.stdout + done.stderr)
     expected = client.predict(handle_file(CAT), "cat, dog, bird", api_name="/zero_shot")
     assert result["labels"] == expected["labels"] and result["templates"] == ["a photo of a {}."]
 
