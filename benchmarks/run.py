@@ -27,6 +27,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -380,16 +381,37 @@ def bench_app(cases: list[Case], app: AppProcess, repeats: int) -> tuple[dict[st
                      "http_floor_ms": http_floor.warm_median}
 
 
+def own_images(case: Case, clients: int, folder: Path) -> list[Case]:
+    """The case once per client, each with its own copy of the case's images (the client's number as a mark in a
+    corner): requests batched together then never send the same image, which would share work (mmdemo.attention)."""
+    from PIL import Image, ImageDraw
+
+    copies = []
+    for index in range(clients):
+        args = []
+        for arg in case.api_args:
+            if isinstance(arg, Path) and arg.suffix.lower() in (".png", ".jpg", ".jpeg"):
+                image = Image.open(arg).convert("RGB")
+                ImageDraw.Draw(image).rectangle((0, 0, 7, 7), fill=(index * 37 % 256, index * 91 % 256, 255))
+                arg = folder / f"{arg.stem}-client{index}.png"
+                image.save(arg)
+            args.append(arg)
+        copies.append(replace(case, api_args=args))
+    return copies
+
+
 def bench_concurrency(app: AppProcess, cases: list[Case], clients: int, requests: int,
                       sequential: int) -> dict[str, Any]:
-    """Throughput with one client in sequence and with `clients` clients at once, same request each time."""
+    """Throughput with one client in sequence and with `clients` clients at once, each client sending its own image."""
     from gradio_client import Client
 
     out: dict[str, Any] = {}
     pool = [Client(app.url, verbose=False, ssl_verify=False) for _ in range(clients)]
+    folder = Path(tempfile.mkdtemp(prefix="mmdemo-bench-clients-"))
     for case in cases:
         print(f"  concurrency {case.key}: {sequential} sequential, {requests} over {clients} clients", flush=True)
-        args = client_args(case)
+        per_client = [client_args(copy) for copy in own_images(case, clients, folder)]
+        args = per_client[0]
         pool[0].predict(*args, api_name=case.api_name)  # warm: the model is loaded
         started = time.perf_counter()
         for _ in range(sequential):
@@ -399,9 +421,10 @@ def bench_concurrency(app: AppProcess, cases: list[Case], clients: int, requests
         batch_sizes: list[int] = []
         errors: list[str] = []
 
-        def worker(index: int, case: Case = case, args: list[Any] = args, latencies: list[float] = latencies,
-                   batch_sizes: list[int] = batch_sizes, errors: list[str] = errors) -> None:
-            client = pool[index]
+        def worker(index: int, case: Case = case, per_client: list[list[Any]] = per_client,
+                   latencies: list[float] = latencies, batch_sizes: list[int] = batch_sizes,
+                   errors: list[str] = errors) -> None:
+            client, args = pool[index], per_client[index]
             for _ in range(index, requests, clients):
                 t0 = time.perf_counter()
                 try:

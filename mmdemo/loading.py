@@ -213,7 +213,8 @@ def module_nbytes(model: torch.nn.Module) -> int:
 
 def load_bundle(path: Path, *, device: str, dtype: torch.dtype, allowed: frozenset[str],
                 quantize: str | None = None) -> ModelBundle:
-    """Load the checkpoint in `path` onto `device` in `dtype`, in eval mode (Linear layers in `quantize`'s format).
+    """Load the checkpoint in `path` onto `device` in `dtype`, in eval mode (Linear layers in `quantize`'s format,
+    BLIP's attention fused: `mmdemo.attention`).
 
     Weights go straight to their device (accelerate's device map) rather than through a full CPU copy.
     Never runs code from the checkpoint (no trust_remote_code).
@@ -233,5 +234,8 @@ def load_bundle(path: Path, *, device: str, dtype: torch.dtype, allowed: frozens
     model.eval()
     if quantize:
         model = quantize_linear(model, quantize)
+    from mmdemo.attention import fuse_attention  # imports BLIP's model code: not at start-up
+
+    fuse_attention(model)
     return ModelBundle(model=model, processor=processor, architecture=architecture, tokenizer=tokenizer,
                        nbytes=module_nbytes(model))

@@ -1,0 +1,97 @@
+"""BLIP captioning's generate() as transformers runs it, and with each of the app's changes added in turn.
+
+The same call (3 beams, 20 new tokens, fp16 weights as the app runs BLIP on CPU) over 1, 4 and 8 different images,
+three variants alternating on one loaded model:
+- transformers: its own attention and its own cache;
+- shared cache: `mmdemo.generation.SharedCrossAttentionCache` (the cross-attention half is not copied per step);
+- fused attention: plus `mmdemo.attention` (fused vision attention; one copy of each image's keys and values), the
+  app's path.
+and whether their tokens are equal. Real-size BLIP base with random weights, as in `benchmarks.run`.
+
+    python -m benchmarks.blip_generate --repeats 3   # -> benchmarks/results/<tag>/blip_generate.md
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
+from benchmarks.run import MEDIA, side_study_parser, write_table
+
+MODEL = "Salesforce/blip-image-captioning-base"
+IMAGES = ("coco_000000039769.png", "darknet_dog.jpg", "merlion.jpg", "darknet_horses.jpg", "darknet_eagle.jpg",
+          "darknet_giraffe.jpg", "darknet_person.jpg", "dreambooth_dog_00.jpg")
+VARIANTS = ("transformers", "shared cache", "fused attention")
+
+
+@contextmanager
+def transformers_attention(model: torch.nn.Module) -> Iterator[None]:
+    """`model` with transformers' own attention classes for the duration (the loaded model is fused)."""
+    from mmdemo.attention import FUSED_CLASSES
+
+    stock = {fused: original for original, fused in FUSED_CLASSES.items()}
+    switched = [(module, type(module)) for module in model.modules() if type(module) in stock]
+    for module, fused in switched:
+        module.__class__ = stock[fused]
+    try:
+        yield
+    finally:
+        for module, fused in switched:
+            module.__class__ = fused
+
+
+def main() -> None:
+    parser = side_study_parser(__doc__, repeats=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mmdemo.generation import SharedCrossAttentionCache
+    from mmdemo.loading import load_bundle
+    from mmdemo.media import load_image
+
+    bundle = load_bundle(ensure_bench_models(DEFAULT_ROOT) / MODEL, device="cpu", dtype=torch.float32,
+                         allowed=frozenset({"BlipForConditionalGeneration"}), quantize="fp16")
+    model = bundle.model
+    images = [load_image(str(MEDIA / "images" / name)) for name in IMAGES]
+    rows = ["| images | transformers (ms) | shared cache (ms) | + fused attention (ms) | shared cache / transformers "
+            "| fused / shared cache | fused / transformers | same tokens |", "|---|---|---|---|---|---|---|---|"]
+
+    def run(variant: str, batch: dict, options: dict) -> torch.Tensor:
+        if variant == "transformers":
+            with transformers_attention(model):
+                return model.generate(**batch, **options)
+        if variant == "shared cache":
+            with transformers_attention(model):
+                return model.generate(**batch, **options, cache=SharedCrossAttentionCache())
+        return model.generate(**batch, **options, cache=SharedCrossAttentionCache())
+
+    for size in args.sizes:
+        batch = bundle.processor(images=images[:size], return_tensors="pt")
+        options = {"num_beams": 3, "num_return_sequences": 3, "max_new_tokens": 20, "do_sample": False}
+        times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+        outputs = {}
+        with torch.inference_mode():
+            for variant in VARIANTS:
+                run(variant, batch, {**options, "max_new_tokens": 2})  # warm
+            for _ in range(args.repeats):
+                for variant in VARIANTS:
+                    started = time.perf_counter()
+                    outputs[variant] = run(variant, batch, options)
+                    times[variant].append((time.perf_counter() - started) * 1000)
+        stock, shared, fused = (statistics.median(times[variant]) for variant in VARIANTS)
+        same = all(torch.equal(outputs["transformers"], outputs[variant]) for variant in VARIANTS)
+        rows.append(f"| {size} | {stock:,.0f} | {shared:,.0f} | {fused:,.0f} | {stock / shared:.2f} | "
+                    f"{shared / fused:.2f} | {stock / fused:.2f} | {str(same).lower()} |")
+        print(rows[-1], flush=True)
+    write_table(args.tag, "blip_generate", f"BLIP captioning, 3 beams x 20 tokens, fp16 weights, different images: "
+                f"warm medians of {args.repeats}", rows)
+
+
+if __name__ == "__main__":
+    main()
