@@ -11,8 +11,9 @@ Same math, less work, in two places:
   half in place when beams are reordered); with any other cache the layer is transformers' own.
 
 Captioning with BLIP base on 2 CPU cores, 3 beams x 20 tokens, fp16 weights, against the shared cache alone:
-1 image 2,519 -> 2,052 ms (1.23x), 4 different images 8,011 -> 5,498 (1.46x), 8: 17,872 -> 11,845 (1.51x), the same
-tokens (`python -m benchmarks.blip_generate --repeats 3`).
+1 image 2,543 -> 1,845 ms (1.38x), 4 different images 9,627 -> 6,872 (1.40x), 8: 18,736 -> 13,654 (1.37x), the same
+tokens (`python -m benchmarks.fused_attention --repeats 3`). ViLT's attention done the same way measured 1.01x
+(324 vs 320 ms: its ~200 tokens leave little to fuse), so ViLT keeps transformers' own.
 `fuse_attention(model)` switches a loaded model's modules to these classes (weights untouched); `load_bundle` does.
 """
 
@@ -31,7 +32,9 @@ from mmdemo.generation import SharedCrossAttentionCache
 class FusedBlipAttention(BlipAttention):
     """BLIP's vision self-attention through `scaled_dot_product_attention` (no attention weights returned)."""
 
-    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, None]:
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if kwargs.get("output_attentions"):
+            return super().forward(hidden_states, **kwargs)
         batch, length, width = hidden_states.shape
         query, key, value = (self.qkv(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
                              .permute(2, 0, 3, 1, 4))
@@ -47,7 +50,8 @@ class SharedImageCrossAttention(BlipTextSelfAttention):
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 encoder_hidden_states: torch.Tensor | None = None,
                 encoder_attention_mask: torch.Tensor | None = None, cache=None, **kwargs):
-        if encoder_hidden_states is None or not isinstance(cache, SharedCrossAttentionCache):
+        if (encoder_hidden_states is None or not isinstance(cache, SharedCrossAttentionCache)
+                or kwargs.get("output_attentions")):
             return super().forward(hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask,
                                    cache=cache, **kwargs)
         # As transformers' layer: cross-attention is masked by encoder_attention_mask alone (None from BLIP's layers).
@@ -104,7 +108,7 @@ FUSED_CLASSES = {BlipAttention: FusedBlipAttention, BlipTextSelfAttention: Share
 
 
 def fuse_attention(model: torch.nn.Module) -> int:
-    """Switch `model`'s BLIP attention modules to the classes above, in place; returns how many were switched."""
+    """Switch `model`'s BLIP attention modules to the classes above, in place; returns how many."""
     switched = 0
     for module in model.modules():
         fused = FUSED_CLASSES.get(type(module))

@@ -1,14 +1,14 @@
-"""BLIP captioning's generate() as transformers runs it, and with each of the app's changes added in turn.
+"""`mmdemo.attention` against transformers' own attention: BLIP captioning's generate().
 
-The same call (3 beams, 20 new tokens, fp16 weights as the app runs BLIP on CPU) over 1, 4 and 8 different images,
-three variants alternating on one loaded model:
+Captioning: the same call (3 beams, 20 new tokens, fp16 weights as the app runs BLIP on CPU) over 1, 4 and 8
+different images, three variants alternating on one loaded model:
 - transformers: its own attention and its own cache;
 - shared cache: `mmdemo.generation.SharedCrossAttentionCache` (the cross-attention half is not copied per step);
 - fused attention: plus `mmdemo.attention` (fused vision attention; one copy of each image's keys and values), the
   app's path.
 and whether their tokens are equal. Real-size BLIP base with random weights, as in `benchmarks.run`.
 
-    python -m benchmarks.blip_generate --repeats 3   # -> benchmarks/results/<tag>/blip_generate.md
+    python -m benchmarks.fused_attention --repeats 3   # -> benchmarks/results/<tag>/fused_attention.md
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ VARIANTS = ("transformers", "shared cache", "fused attention")
 
 @contextmanager
 def transformers_attention(model: torch.nn.Module) -> Iterator[None]:
-    """`model` with transformers' own attention classes for the duration (the loaded model is fused)."""
+    """`model` with transformers' own attention classes for the duration (loaded models are fused)."""
     from mmdemo.attention import FUSED_CLASSES
 
     stock = {fused: original for original, fused in FUSED_CLASSES.items()}
@@ -89,9 +89,8 @@ def main() -> None:
         rows.append(f"| {size} | {stock:,.0f} | {shared:,.0f} | {fused:,.0f} | {stock / shared:.2f} | "
                     f"{shared / fused:.2f} | {stock / fused:.2f} | {str(same).lower()} |")
         print(rows[-1], flush=True)
-    write_table(args.tag, "blip_generate", f"BLIP captioning, 3 beams x 20 tokens, fp16 weights, different images: "
-                f"warm medians of {args.repeats}", rows)
-
+    write_table(args.tag, "fused_attention", f"Fused attention: BLIP captioning, 3 beams x 20 tokens, different "
+                f"images, fp16 weights: warm medians of {args.repeats}", rows)
 
 if __name__ == "__main__":
     main()
