@@ -177,11 +177,16 @@ class GreedyWhisper:
     # --- one decoder step -------------------------------------------------------------------------------------------
 
     def _caches(self, hidden: torch.Tensor) -> tuple[list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
-        """An empty self-attention cache per layer, and every layer's cross-attention keys and values."""
+        """An empty self-attention cache per layer, and every layer's cross-attention keys and values.
+
+        The keys and values are made contiguous once, as transformers keeps them: every step reads all of them, and
+        from strided views that took 2-13 % longer per clip on a CPU (same tokens).
+        """
         dtype, device = hidden.dtype, hidden.device
         cache = [torch.zeros(2, 1, self.heads, self.max_positions, self.head_dim, dtype=dtype, device=device)
                  for _ in self.decoder.layers]
-        cross = [(self._heads(layer.encoder_attn.k_proj(hidden)), self._heads(layer.encoder_attn.v_proj(hidden)))
+        cross = [(self._heads(layer.encoder_attn.k_proj(hidden)).contiguous(),
+                  self._heads(layer.encoder_attn.v_proj(hidden)).contiguous())
                  for layer in self.decoder.layers]
         return cache, cross
 
