@@ -6,7 +6,9 @@ different images, three variants alternating on one loaded model:
 - shared cache: `mmdemo.generation.SharedCrossAttentionCache` (the cross-attention half is not copied per step);
 - fused attention: plus `mmdemo.attention` (fused vision attention; one copy of each image's keys and values), the
   app's path.
-and whether their tokens are equal. Real-size BLIP base with random weights, as in `benchmarks.run`.
+and whether their tokens are equal. Real-size BLIP base with random weights, as in `benchmarks.run`, on the device and
+in the format the app would use (CPU: fp16 weights; CUDA: bf16 where supported). Images from ../shared/media, or
+where that is absent (a lent GPU machine) the repository's assets, mirrored to make up the number.
 
     python -m benchmarks.fused_attention --repeats 3   # -> benchmarks/results/<tag>/fused_attention.md
 """
@@ -22,7 +24,7 @@ from contextlib import contextmanager
 import torch
 
 from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
-from benchmarks.run import MEDIA, side_study_parser, write_table
+from benchmarks.run import MEDIA, REPO, side_study_parser, write_table
 
 MODEL = "Salesforce/blip-image-captioning-base"
 IMAGES = ("coco_000000039769.png", "darknet_dog.jpg", "merlion.jpg", "darknet_horses.jpg", "darknet_eagle.jpg",
@@ -46,19 +48,45 @@ def transformers_attention(model: torch.nn.Module) -> Iterator[None]:
             module.__class__ = fused
 
 
+def bench_images(count: int) -> list:
+    """`count` different images: the shared media's, else the assets' and their mirror images."""
+    from PIL import ImageOps
+
+    from mmdemo.media import load_image
+
+    paths = [MEDIA / "images" / name for name in IMAGES]
+    if not all(path.is_file() for path in paths):
+        paths = sorted(p for p in (REPO / "assets").iterdir() if p.suffix in (".png", ".jpg"))
+    images = [load_image(str(path)) for path in paths]
+    images += [ImageOps.mirror(image) for image in images]
+    if len(images) < count:
+        raise SystemExit(f"Only {len(images)} different images found for --sizes up to {count}")
+    return images[:count]
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def main() -> None:
     parser = side_study_parser(__doc__, repeats=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mmdemo.devices import dtype_name, resolve_device, resolve_dtype
     from mmdemo.generation import SharedCrossAttentionCache
     from mmdemo.loading import load_bundle
-    from mmdemo.media import load_image
+    from mmdemo.runtime import CPU_DEFAULT_QUANTIZATION
 
-    bundle = load_bundle(ensure_bench_models(DEFAULT_ROOT) / MODEL, device="cpu", dtype=torch.float32,
-                         allowed=frozenset({"BlipForConditionalGeneration"}), quantize="fp16")
+    device = resolve_device("auto")
+    dtype = resolve_dtype(device)
+    quantize = CPU_DEFAULT_QUANTIZATION["BlipForConditionalGeneration"] if device == "cpu" else None
+    bundle = load_bundle(ensure_bench_models(DEFAULT_ROOT) / MODEL, device=device, dtype=dtype,
+                         allowed=frozenset({"BlipForConditionalGeneration"}), quantize=quantize)
     model = bundle.model
-    images = [load_image(str(MEDIA / "images" / name)) for name in IMAGES]
+    images = bench_images(max(args.sizes))
+    weights = f"{quantize} weights" if quantize else dtype_name(dtype)
     rows = ["| images | transformers (ms) | shared cache (ms) | + fused attention (ms) | shared cache / transformers "
             "| fused / shared cache | fused / transformers | same tokens |", "|---|---|---|---|---|---|---|---|"]
 
@@ -72,7 +100,8 @@ def main() -> None:
         return model.generate(**batch, **options, cache=SharedCrossAttentionCache())
 
     for size in args.sizes:
-        batch = bundle.processor(images=images[:size], return_tensors="pt")
+        pixels = bundle.processor(images=images[:size], return_tensors="pt").pixel_values
+        batch = {"pixel_values": pixels.to(device, dtype=dtype)}
         options = {"num_beams": 3, "num_return_sequences": 3, "max_new_tokens": 20, "do_sample": False}
         times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
         outputs = {}
@@ -81,8 +110,10 @@ def main() -> None:
                 run(variant, batch, {**options, "max_new_tokens": 2})  # warm
             for _ in range(args.repeats):
                 for variant in VARIANTS:
+                    synchronize(device)
                     started = time.perf_counter()
                     outputs[variant] = run(variant, batch, options)
+                    synchronize(device)
                     times[variant].append((time.perf_counter() - started) * 1000)
         stock, shared, fused = (statistics.median(times[variant]) for variant in VARIANTS)
         same = all(torch.equal(outputs["transformers"], outputs[variant]) for variant in VARIANTS)
@@ -90,7 +121,7 @@ def main() -> None:
                     f"{shared / fused:.2f} | {stock / fused:.2f} | {str(same).lower()} |")
         print(rows[-1], flush=True)
     write_table(args.tag, "fused_attention", f"Fused attention: BLIP captioning, 3 beams x 20 tokens, different "
-                f"images, fp16 weights: warm medians of {args.repeats}", rows)
+                f"images, {device}, {weights}: warm medians of {args.repeats}", rows)
 
 if __name__ == "__main__":
     main()
