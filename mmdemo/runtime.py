@@ -314,8 +314,10 @@ class Runtime:
         """Where a request's predict runs: here, over the shared cache, batched with requests that arrive
         together. A remote backend (mmdemo.serving) overrides this and leaves validate and format here."""
         predict_batch = self.predict_function(task)
-        with self.bundles(task, specs, on_load):  # pinned until predict returns
+        with self.bundles(task, specs, on_load) as bundles:  # pinned until predict returns
             keys = {role: self.key_for(spec) for role, spec in specs.items()}
+            started = time.perf_counter()
+            inputs = task.preprocess(bundles, inputs)
 
             def run_batch(batch: list[Any]) -> list[Any]:
                 outputs = predict_batch(keys, batch)
@@ -323,7 +325,6 @@ class Runtime:
                     raise outputs.error
                 return outputs
 
-            started = time.perf_counter()
             batch_key = task.batch_key(inputs)
             if batch_key is None:
                 output, batch_size = run_batch([inputs])[0], 1

@@ -472,3 +472,58 @@ def test_concurrent_requests_are_batched_and_keep_their_own_results(tiny_model_d
         assert [x["label"] for x in batched["labels"]] == [x["label"] for x in single["labels"]]
         assert [x["score"] for x in batched["labels"]] == pytest.approx([x["score"] for x in single["labels"]],
                                                                          abs=1e-5)
+
+
+def test_zero_shot_images_are_preprocessed_in_each_requests_own_thread(tiny_model_dir, monkeypatch):
+    """The batch gets each request's pixel values ready (made in the request's thread, equal to the processor's),
+    and scores them as it scores images it has to preprocess itself (a Ray replica's inputs)."""
+    import threading
+
+    from mmdemo.tasks.zero_shot import ZeroShotTask
+
+    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize="none",
+                               batch_window_ms=2_000, max_batch=3))
+    requests = [{"image": str(image), "labels": labels, "model": "openai/clip-vit-base-patch32"} for image, labels in
+                [(CAT, "cat, dog"), (COFFEE, "cup, plate, mug"), (CAT, "bird, fish")]]
+    runtime.run("zero_shot", requests[0])  # loads the model
+    preprocessed_in: list[int] = []
+    batches: list[list] = []
+    preprocess, predict_batch = ZeroShotTask.preprocess, ZeroShotTask.predict_batch
+
+    def spy_preprocess(self, bundles, inputs):
+        preprocessed_in.append(threading.get_ident())
+        return preprocess(self, bundles, inputs)
+
+    def spy_predict_batch(self, bundles, batch):
+        batches.append(list(batch))
+        return predict_batch(self, bundles, batch)
+
+    monkeypatch.setattr(ZeroShotTask, "preprocess", spy_preprocess)
+    monkeypatch.setattr(ZeroShotTask, "predict_batch", spy_predict_batch)
+    results: list = [None] * len(requests)
+    threads_of: list[int] = [0] * len(requests)
+    barrier = threading.Barrier(len(requests))
+
+    def one(i: int) -> None:
+        threads_of[i] = threading.get_ident()
+        barrier.wait()
+        results[i] = runtime.run("zero_shot", requests[i])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(preprocessed_in) == sorted(threads_of) and len(set(threads_of)) == len(requests)
+    assert [len(batch) for batch in batches] == [3]
+    task = registry.get("zero_shot")
+    with runtime.bundles(task, {"model": task.default_model}) as bundles:
+        processor = bundles["model"].processor
+        for inputs in batches[0]:
+            assert torch.equal(inputs.pixel_values, processor(images=inputs.image, return_tensors="pt").pixel_values)
+        unprepared = [replace(inputs, pixel_values=None) for inputs in batches[0]]
+        with torch.inference_mode():
+            assert predict_batch(task, bundles, unprepared) == predict_batch(task, bundles, batches[0])
+    for raw, result in zip(requests, results, strict=True):
+        assert {x["label"] for x in result["labels"]} == {label.strip() for label in raw["labels"].split(",")}
+        assert result["provenance"]["batch_size"] == 3

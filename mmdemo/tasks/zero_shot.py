@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -44,6 +44,7 @@ class ZeroShotInputs:
     image: Image.Image
     labels: tuple[str, ...]
     templates: tuple[str, ...]
+    pixel_values: torch.Tensor | None = field(default=None, compare=False, repr=False)  # set by preprocess
 
 
 def parse_labels(text: Any, *, max_labels: int) -> tuple[str, ...]:
@@ -98,6 +99,10 @@ class ZeroShotTask(Task[ZeroShotInputs]):
     def predict(self, bundles: Mapping[str, ModelBundle], inputs: ZeroShotInputs) -> dict[str, Any]:
         return self.predict_batch(bundles, [inputs])[0]
 
+    def preprocess(self, bundles: Mapping[str, ModelBundle], inputs: ZeroShotInputs) -> ZeroShotInputs:
+        """The image's pixel values, made in the request's own thread (see Task.preprocess)."""
+        return replace(inputs, pixel_values=image_pixels(bundles["model"], [inputs.image]))
+
     def batch_key(self, inputs: ZeroShotInputs) -> Hashable:
         """Requests for the same model and templates share the image and text towers' passes."""
         return (inputs.model, inputs.templates)
@@ -107,7 +112,11 @@ class ZeroShotTask(Task[ZeroShotInputs]):
         bundle = bundles["model"]
         labels = list(dict.fromkeys(label for inputs in batch for label in inputs.labels))  # union, in order
         column = {label: i for i, label in enumerate(labels)}
-        logits = label_logits(bundle, [inputs.image for inputs in batch], labels, batch[0].templates)
+        if all(inputs.pixel_values is not None for inputs in batch):
+            pixels = torch.cat([inputs.pixel_values for inputs in batch])
+        else:
+            pixels = image_pixels(bundle, [inputs.image for inputs in batch])
+        logits = label_logits(bundle, pixels, labels, batch[0].templates)
         return [
             {"scores": logits_to_scores(bundle, row[[column[label] for label in inputs.labels]]).tolist(),
              "sigmoid": is_sigmoid(bundle)}
@@ -131,14 +140,19 @@ def is_sigmoid(bundle: ModelBundle) -> bool:
     return bundle.architecture == "SiglipModel"
 
 
-def label_logits(bundle: ModelBundle, images: Sequence[Image.Image], labels: Sequence[str],
+def image_pixels(bundle: ModelBundle, images: Sequence[Image.Image]) -> torch.Tensor:
+    """The processor's pixel values for `images` (on the CPU, float32)."""
+    return bundle.processor(images=list(images), return_tensors="pt").pixel_values
+
+
+def label_logits(bundle: ModelBundle, pixel_values: torch.Tensor, labels: Sequence[str],
                  templates: Sequence[str]) -> torch.Tensor:
     """Image-label logits (images × labels): each label's text embedding is averaged over the templates."""
     model = bundle.model
     text_embeds = prompt_embeddings(bundle, [template.format(label) for label in labels for template in templates])
     text_embeds = text_embeds.view(len(labels), len(templates), -1).mean(dim=1)
     text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
-    pixels = bundle.prepare(bundle.processor(images=list(images), return_tensors="pt"))
+    pixels = bundle.prepare({"pixel_values": pixel_values})
     image_embeds = model.get_image_features(**pixels).pooler_output.float()
     image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
     logits = model.logit_scale.float().exp() * image_embeds @ text_embeds.T
@@ -174,4 +188,4 @@ def logits_to_scores(bundle: ModelBundle, logits: torch.Tensor) -> torch.Tensor:
 def score_labels(bundle: ModelBundle, image: Image.Image, labels: tuple[str, ...],
                  templates: tuple[str, ...]) -> torch.Tensor:
     """Scores for `labels` on one image, aligned with `labels` (used by the sentiment task too)."""
-    return logits_to_scores(bundle, label_logits(bundle, [image], labels, templates)[0])
+    return logits_to_scores(bundle, label_logits(bundle, image_pixels(bundle, [image]), labels, templates)[0])
