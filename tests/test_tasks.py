@@ -520,10 +520,26 @@ def test_zero_shot_images_are_preprocessed_in_each_requests_own_thread(tiny_mode
     with runtime.bundles(task, {"model": task.default_model}) as bundles:
         processor = bundles["model"].processor
         for inputs in batches[0]:
-            assert torch.equal(inputs.pixel_values, processor(images=inputs.image, return_tensors="pt").pixel_values)
+            assert np.array_equal(inputs.pixel_values, processor(images=inputs.image, return_tensors="pt").pixel_values)
         unprepared = [replace(inputs, pixel_values=None) for inputs in batches[0]]
         with torch.inference_mode():
             assert predict_batch(task, bundles, unprepared) == predict_batch(task, bundles, batches[0])
     for raw, result in zip(requests, results, strict=True):
         assert {x["label"] for x in result["labels"]} == {label.strip() for label in raw["labels"].split(",")}
         assert result["provenance"]["batch_size"] == 3
+
+
+def test_captions_of_preprocessed_and_raw_images_are_the_same(runtime):
+    """Captioning's batch takes the pixel values `preprocess` made, or makes them itself (a Ray replica's inputs):
+    the same captions either way, with and without a prefix."""
+    task = registry.get("captioning")
+    for prefix in ("", "a picture of"):
+        batch = [task.validate({"image": str(image), "prefix": prefix, "num_captions": 2}, runtime.settings)
+                 for image in (CAT, COFFEE)]
+        with runtime.bundles(task, task.models_needed(batch[0])) as bundles:
+            prepared = [task.preprocess(bundles, inputs) for inputs in batch]
+            assert all(inputs.pixel_values.shape[0] == 1 for inputs in prepared)
+            with torch.inference_mode():
+                captions = task.predict_batch(bundles, prepared)
+                assert captions == task.predict_batch(bundles, batch)
+        assert all(caption.startswith(prefix) for pair in captions for caption in pair) and captions[0] != captions[1]

@@ -11,11 +11,15 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
+import numpy as np
+import torch
+from PIL import Image
+
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
 from mmdemo.loading import ModelBundle
 
-__all__ = ["InputError", "ModelSpec", "Task", "clean_text"]
+__all__ = ["InputError", "ModelSpec", "Task", "clean_text", "image_pixels", "stacked_pixels"]
 
 InputsT = TypeVar("InputsT")
 
@@ -103,6 +107,20 @@ class Task(ABC, Generic[InputsT]):
         the work in `inputs` (audio seconds, beams, labels).
         """
         return DEFAULT_GPU_SECONDS
+
+
+def image_pixels(bundle: ModelBundle, images: Sequence[Image.Image]) -> np.ndarray:
+    """The processor's pixel values for `images` (what an image task's `preprocess` keeps): a numpy array, plain
+    data that crosses into a ZeroGPU worker by pickle like the image itself."""
+    return bundle.processor(images=list(images), return_tensors="np").pixel_values
+
+
+def stacked_pixels(bundle: ModelBundle, batch: Sequence[Any]) -> torch.Tensor:
+    """The pixel values of a batch of inputs with `image` and `pixel_values`: those `preprocess` made, stacked, or
+    for inputs not preprocessed (a Ray replica's) the processor's for all the images at once."""
+    if all(inputs.pixel_values is not None for inputs in batch):
+        return torch.from_numpy(np.concatenate([inputs.pixel_values for inputs in batch]))
+    return torch.from_numpy(image_pixels(bundle, [inputs.image for inputs in batch]))
 
 
 def clean_text(value: Any, *, what: str, max_chars: int, required: bool = True) -> str:

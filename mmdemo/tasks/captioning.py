@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -14,7 +15,7 @@ from mmdemo.config import Settings
 from mmdemo.errors import InputError
 from mmdemo.loading import ModelBundle
 from mmdemo.media import load_image
-from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text
+from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text, image_pixels, stacked_pixels
 
 DECODING_MODES = ("beam", "sample")
 # Sampling seeds torch's global generator; one sampling request at a time keeps seeds reproducible.
@@ -41,6 +42,7 @@ class CaptionInputs:
     image: Image.Image
     prefix: str
     options: CaptionOptions
+    pixel_values: np.ndarray | None = field(default=None, compare=False, repr=False)  # set by preprocess
 
 
 def _number(raw: Mapping[str, Any], name: str, default: float, low: float, high: float, kind: type = int) -> Any:
@@ -91,6 +93,10 @@ class CaptioningTask(Task[CaptionInputs]):
     def predict(self, bundles: Mapping[str, ModelBundle], inputs: CaptionInputs) -> list[str]:
         return self.predict_batch(bundles, [inputs])[0]
 
+    def preprocess(self, bundles: Mapping[str, ModelBundle], inputs: CaptionInputs) -> CaptionInputs:
+        """The image's pixel values, made in the request's own thread (see Task.preprocess)."""
+        return replace(inputs, pixel_values=image_pixels(bundles["model"], [inputs.image]))
+
     def batch_key(self, inputs: CaptionInputs) -> Hashable | None:
         """Beam-search requests with the same model, prefix and options share one generate() call."""
         if inputs.options.mode != "beam":
@@ -102,7 +108,7 @@ class CaptioningTask(Task[CaptionInputs]):
 
         bundle = bundles["model"]
         options = batch[0].options  # equal within a batch (batch_key)
-        model_inputs = _model_inputs(bundle, [inputs.image for inputs in batch], batch[0].prefix)
+        model_inputs = _model_inputs(bundle, stacked_pixels(bundle, batch), batch[0].prefix)
         wanted = options.num_captions
         if options.mode == "beam":
             per_image = max(options.num_beams, wanted)
@@ -139,11 +145,11 @@ class CaptioningTask(Task[CaptionInputs]):
         return GPU_SETUP_SECONDS + 2.0 + GPU_SECONDS_PER_TOKEN * options.max_new_tokens * sequences
 
 
-def _model_inputs(bundle: ModelBundle, images: list[Image.Image], prefix: str) -> dict[str, Any]:
+def _model_inputs(bundle: ModelBundle, pixel_values: torch.Tensor, prefix: str) -> dict[str, Any]:
     """Pixel values plus the prefix as the decoder's start, in each architecture's own way."""
-    count = len(images)
+    count = len(pixel_values)
+    batch: dict[str, Any] = {"pixel_values": pixel_values}
     if bundle.architecture in ("VisionEncoderDecoderModel", "GitForCausalLM"):
-        batch = {"pixel_values": bundle.processor(images=images, return_tensors="pt").pixel_values}
         if prefix:
             ids = bundle.tokenizer(prefix, add_special_tokens=False).input_ids
             if bundle.architecture == "VisionEncoderDecoderModel":
@@ -151,10 +157,10 @@ def _model_inputs(bundle: ModelBundle, images: list[Image.Image], prefix: str) -
             else:
                 batch["input_ids"] = torch.tensor([[bundle.tokenizer.cls_token_id, *ids]] * count)
         return bundle.prepare(batch)
-    # BLIP: conditional captioning takes the prefix as text.
+    # BLIP: conditional captioning takes the prefix as text (the processor's text part, as it tokenizes it with images).
     if prefix:
-        return bundle.prepare(bundle.processor(images=images, text=[prefix] * count, return_tensors="pt"))
-    return bundle.prepare(bundle.processor(images=images, return_tensors="pt"))
+        batch.update(bundle.processor(text=[prefix] * count, return_tensors="pt"))
+    return bundle.prepare(batch)
 
 
 def _distinct(texts: list[str]) -> list[str]:

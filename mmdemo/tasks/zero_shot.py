@@ -11,6 +11,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -18,7 +19,7 @@ from mmdemo.config import Settings
 from mmdemo.errors import InputError
 from mmdemo.loading import ModelBundle
 from mmdemo.media import load_image
-from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task
+from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, image_pixels, stacked_pixels
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 # A small prompt ensemble in the spirit of CLIP's ImageNet templates.
@@ -44,7 +45,7 @@ class ZeroShotInputs:
     image: Image.Image
     labels: tuple[str, ...]
     templates: tuple[str, ...]
-    pixel_values: torch.Tensor | None = field(default=None, compare=False, repr=False)  # set by preprocess
+    pixel_values: np.ndarray | None = field(default=None, compare=False, repr=False)  # set by preprocess
 
 
 def parse_labels(text: Any, *, max_labels: int) -> tuple[str, ...]:
@@ -112,11 +113,7 @@ class ZeroShotTask(Task[ZeroShotInputs]):
         bundle = bundles["model"]
         labels = list(dict.fromkeys(label for inputs in batch for label in inputs.labels))  # union, in order
         column = {label: i for i, label in enumerate(labels)}
-        if all(inputs.pixel_values is not None for inputs in batch):
-            pixels = torch.cat([inputs.pixel_values for inputs in batch])
-        else:
-            pixels = image_pixels(bundle, [inputs.image for inputs in batch])
-        logits = label_logits(bundle, pixels, labels, batch[0].templates)
+        logits = label_logits(bundle, stacked_pixels(bundle, batch), labels, batch[0].templates)
         return [
             {"scores": logits_to_scores(bundle, row[[column[label] for label in inputs.labels]]).tolist(),
              "sigmoid": is_sigmoid(bundle)}
@@ -138,11 +135,6 @@ class ZeroShotTask(Task[ZeroShotInputs]):
 
 def is_sigmoid(bundle: ModelBundle) -> bool:
     return bundle.architecture == "SiglipModel"
-
-
-def image_pixels(bundle: ModelBundle, images: Sequence[Image.Image]) -> torch.Tensor:
-    """The processor's pixel values for `images` (on the CPU, float32)."""
-    return bundle.processor(images=list(images), return_tensors="pt").pixel_values
 
 
 def label_logits(bundle: ModelBundle, pixel_values: torch.Tensor, labels: Sequence[str],
@@ -188,4 +180,5 @@ def logits_to_scores(bundle: ModelBundle, logits: torch.Tensor) -> torch.Tensor:
 def score_labels(bundle: ModelBundle, image: Image.Image, labels: tuple[str, ...],
                  templates: tuple[str, ...]) -> torch.Tensor:
     """Scores for `labels` on one image, aligned with `labels` (used by the sentiment task too)."""
-    return logits_to_scores(bundle, label_logits(bundle, image_pixels(bundle, [image]), labels, templates)[0])
+    pixels = torch.from_numpy(image_pixels(bundle, [image]))
+    return logits_to_scores(bundle, label_logits(bundle, pixels, labels, templates)[0])
