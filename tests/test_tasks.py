@@ -3,6 +3,7 @@ calling the same checkpoint directly with transformers on the same input."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -438,9 +439,26 @@ def test_fp16_weights_caption_like_the_fp32_model(tiny_model_dir):
     assert captions["fp16"] == captions["none"] and captions["none"]
 
 
-def test_concurrent_requests_are_batched_and_keep_their_own_results(tiny_model_dir):
-    import threading
+def run_together(runtime: Runtime, task_name: str, requests: list[dict]) -> tuple[list[dict], list[int]]:
+    """Each request from its own thread, all released at once: the results, and the threads' idents, in order."""
+    results: list = [None] * len(requests)
+    idents = [0] * len(requests)
+    barrier = threading.Barrier(len(requests))
 
+    def one(i: int) -> None:
+        idents[i] = threading.get_ident()
+        barrier.wait()
+        results[i] = runtime.run(task_name, requests[i])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results, idents
+
+
+def test_concurrent_requests_are_batched_and_keep_their_own_results(tiny_model_dir):
     settings = Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", batch_window_ms=300,
                         max_batch=4)
     runtime = Runtime(settings)
@@ -455,18 +473,7 @@ def test_concurrent_requests_are_batched_and_keep_their_own_results(tiny_model_d
     started = time.perf_counter()
     assert [patient.run("zero_shot", raw)["labels"] for raw in requests] == [r["labels"] for r in alone]
     assert time.perf_counter() - started < 10
-    results: list = [None] * len(requests)
-    barrier = threading.Barrier(len(requests))
-
-    def one(i: int) -> None:
-        barrier.wait()
-        results[i] = runtime.run("zero_shot", requests[i])
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(requests))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, _ = run_together(runtime, "zero_shot", requests)
     assert max(r["provenance"]["batch_size"] for r in results) > 1
     for single, batched in zip(alone, results, strict=True):
         assert [x["label"] for x in batched["labels"]] == [x["label"] for x in single["labels"]]
@@ -477,8 +484,6 @@ def test_concurrent_requests_are_batched_and_keep_their_own_results(tiny_model_d
 def test_zero_shot_images_are_preprocessed_in_each_requests_own_thread(tiny_model_dir, monkeypatch):
     """The batch gets each request's pixel values ready (made in the request's thread, equal to the processor's),
     and scores them as it scores images it has to preprocess itself (a Ray replica's inputs)."""
-    import threading
-
     from mmdemo.tasks.zero_shot import ZeroShotTask
 
     runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize="none",
@@ -500,20 +505,7 @@ def test_zero_shot_images_are_preprocessed_in_each_requests_own_thread(tiny_mode
 
     monkeypatch.setattr(ZeroShotTask, "preprocess", spy_preprocess)
     monkeypatch.setattr(ZeroShotTask, "predict_batch", spy_predict_batch)
-    results: list = [None] * len(requests)
-    threads_of: list[int] = [0] * len(requests)
-    barrier = threading.Barrier(len(requests))
-
-    def one(i: int) -> None:
-        threads_of[i] = threading.get_ident()
-        barrier.wait()
-        results[i] = runtime.run("zero_shot", requests[i])
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(requests))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, threads_of = run_together(runtime, "zero_shot", requests)
     assert sorted(preprocessed_in) == sorted(threads_of) and len(set(threads_of)) == len(requests)
     assert [len(batch) for batch in batches] == [3]
     task = registry.get("zero_shot")
