@@ -123,5 +123,6 @@ def main() -> None:
     write_table(args.tag, "fused_attention", f"Fused attention: BLIP captioning, 3 beams x 20 tokens, different "
                 f"images, {device}, {weights}: warm medians of {args.repeats}", rows)
 
+
 if __name__ == "__main__":
     main()
