@@ -3,7 +3,12 @@
 Also the entry point of a Hugging Face Space (README front matter `app_file: app.py`).
 """
 
-import mmdemo.devices  # noqa: F401, I001  (first: on ZeroGPU it imports `spaces` before anything touches CUDA)
+from mmdemo import collector  # noqa: I001  (the standard library only)
+
+if __name__ == "__main__":
+    collector.pause()  # through the heavy imports below and start-up; resumed once the page is served
+
+import mmdemo.devices  # noqa: F401, E402, I001  (next: on ZeroGPU it imports `spaces` before anything touches CUDA)
 
 import logging
 import os

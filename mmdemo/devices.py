@@ -3,7 +3,8 @@
 On a Hugging Face ZeroGPU Space (`SPACES_ZERO_GPU` set and the `spaces` package importable) `gpu_function`
 wraps a function with `spaces.GPU`, so a GPU is attached only while it runs; everywhere else it returns the
 function unchanged. ZeroGPU patches torch's CUDA calls when `spaces` is imported and refuses a process that
-initialized CUDA before: this module imports it before torch, and `app.py` imports this module first.
+initialized CUDA before: this module imports it before torch, and `app.py` imports this module before anything but
+`mmdemo.collector` (standard library only).
 """
 
 from __future__ import annotations

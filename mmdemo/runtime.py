@@ -184,12 +184,12 @@ class Runtime:
             self._live[key] = bundle
             yield bundle
 
-    def import_model_code_in_background(self) -> None:
+    def import_model_code_in_background(self, then: Callable[[], None] | None = None) -> None:
         """Import the model code of every registered task in a daemon thread; loads wait until it is done.
 
         Call it once the app serves (not before: it would hold the GIL while the server starts). A visitor's first
         click then finds transformers imported; one that comes sooner waits for the import it would have done
-        itself, and no two threads import the same modules at once.
+        itself, and no two threads import the same modules at once. `then` runs in that thread afterwards.
         """
         self._code_imported.clear()
 
@@ -202,6 +202,8 @@ class Runtime:
                 log.exception("Importing model code ahead of the first request failed")
             finally:
                 self._code_imported.set()
+            if then is not None:
+                then()
 
         threading.Thread(target=run, name="mmdemo-import-model-code", daemon=True).start()
 

@@ -9,7 +9,7 @@ unavailable" within the family's `request_timeout_s`, never a hang.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ray
@@ -101,8 +101,10 @@ class RayRuntime(Runtime):
             raise reply.error
         return reply
 
-    def import_model_code_in_background(self) -> None:
-        """Models load in the Ray replicas, not here: nothing to import ahead of them."""
+    def import_model_code_in_background(self, then: Callable[[], None] | None = None) -> None:
+        """Models load in the Ray replicas, not here: nothing to import ahead of them; `then` runs at once."""
+        if then is not None:
+            then()
 
     def preload(self, task_name: str, model_id: str | None = None, on_load: OnLoad | None = None) -> ModelKey:
         """Load a task's model (default: its default) on a replica of its family's deployment.

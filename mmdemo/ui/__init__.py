@@ -6,7 +6,7 @@ import logging
 
 import gradio as gr
 
-from mmdemo import registry
+from mmdemo import collector, registry
 from mmdemo.config import Settings
 from mmdemo.runtime import Runtime, create_runtime
 from mmdemo.ui import captioning, models_panel, sentiment, sessions, speech, vqa, zero_shot
@@ -102,7 +102,9 @@ def launch(settings: Settings, *, runtime: Runtime | None = None, **kwargs) -> g
     block = not kwargs.pop("prevent_thread_lock", False)
     demo.launch(server_name=settings.host, server_port=settings.port, max_file_size=settings.max_upload_bytes,
                 prevent_thread_lock=True, **STYLE, **kwargs)
-    runtime.import_model_code_in_background()  # once the page is served: the first click finds it done
+    # Once the page is served: the first click finds the model code imported. Then the garbage collector resumes
+    # (if app.py paused it); a preloaded model is not frozen with start-up's objects, since it may be evicted.
+    runtime.import_model_code_in_background(then=lambda: collector.settle(freeze=not settings.preload))
     if block:
         demo.block_thread()
     return demo
