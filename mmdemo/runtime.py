@@ -189,7 +189,8 @@ class Runtime:
 
         Call it once the app serves (not before: it would hold the GIL while the server starts). A visitor's first
         click then finds transformers imported; one that comes sooner waits for the import it would have done
-        itself, and no two threads import the same modules at once. `then` runs in that thread afterwards.
+        itself, and no two threads import the same modules at once. `then` runs in that thread afterwards, while
+        those loads still wait: it never sees a model half loaded (the collector's freeze must not catch one).
         """
         self._code_imported.clear()
 
@@ -200,10 +201,11 @@ class Runtime:
                 log.info("Imported the model code of every tab in %.1f s", time.perf_counter() - started)
             except Exception:  # a broken import shows again, with its cause, when a model of it loads
                 log.exception("Importing model code ahead of the first request failed")
+            try:
+                if then is not None:
+                    then()
             finally:
                 self._code_imported.set()
-            if then is not None:
-                then()
 
         threading.Thread(target=run, name="mmdemo-import-model-code", daemon=True).start()
 

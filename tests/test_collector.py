@@ -109,3 +109,24 @@ def test_app_py_resumes_the_collector_once_served_and_the_model_code_imported(ti
         assert "Preloaded" in text and frozen == 0  # a preloaded model may be evicted: nothing frozen
     else:
         assert frozen > 100_000
+
+
+def test_settling_runs_before_a_load_waiting_for_the_model_code_goes_ahead(tiny_model_dir):
+    """The freeze must not catch a model half loaded: loads wait for the import, and `then` runs before they go."""
+    import threading
+
+    from mmdemo.config import Settings
+    from mmdemo.runtime import Runtime
+
+    runtime = Runtime(Settings(model_dir=tiny_model_dir, device="cpu"))
+    loads_released: list[bool] = []
+    done = threading.Event()
+
+    def then() -> None:
+        loads_released.append(runtime._code_imported.is_set())
+        done.set()
+
+    runtime.import_model_code_in_background(then=then)
+    assert done.wait(120)
+    assert loads_released == [False]
+    assert runtime._code_imported.wait(10)  # and then they go
