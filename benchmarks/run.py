@@ -219,10 +219,14 @@ def free_port() -> int:
 
 
 class AppProcess:
-    """`python app.py --port N` in a subprocess, with its RSS watched (VmHWM where Linux has it, else sampled)."""
+    """`python app.py --port N` in a subprocess, with its RSS watched (VmHWM where Linux has it, else sampled).
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    `command` replaces `python app.py` (the port flag is appended), e.g. to run the app with something patched.
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, command: list[str] | None = None) -> None:
         self.env, self.log_path = env, log_path
+        self.command = command or [sys.executable, "app.py"]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.proc: subprocess.Popen | None = None
@@ -234,7 +238,7 @@ class AppProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         started = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(self.port)], cwd=REPO, env=self.env,
+        self.proc = subprocess.Popen([*self.command, "--port", str(self.port)], cwd=REPO, env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT)
         threading.Thread(target=self._sample, daemon=True).start()
         while time.perf_counter() - started < timeout:

@@ -15,12 +15,11 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 
-from benchmarks.run import REPO, free_port, side_study_parser, write_table
+from benchmarks.run import REPO, AppProcess, side_study_parser, write_table
 
 # The app as `python app.py` runs it, but with mmdemo.collector.pause made a no-op: the collector runs throughout.
 COLLECTOR_RUNNING = ("import runpy, sys; from mmdemo import collector; collector.pause = lambda: None; "
@@ -67,33 +66,20 @@ def main() -> None:
 
 def start_app(command: list[str], ready_line: str, env: dict[str, str], log_path: Path) -> tuple[float, float, int]:
     """(seconds to GET / = 200, seconds until `ready_line` is logged, RSS when served) of one launch."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
+    app = AppProcess(env, log_path, command)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text("")
-    with log_path.open("w") as log:
-        started = time.perf_counter()
-        app = subprocess.Popen([*command, "--port", str(port)], cwd=REPO, env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
     try:
-        served = None
-        while served is None:
-            if app.poll() is not None or time.perf_counter() - started > 300:
-                raise RuntimeError(f"{command} did not serve {url}; see {log_path}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        served = time.perf_counter() - started
-            except OSError:
-                time.sleep(0.05)
-        rss = psutil.Process(app.pid).memory_info().rss
+        started = time.perf_counter()
+        served = app.start()
+        rss = psutil.Process(app.proc.pid).memory_info().rss
         while ready_line not in log_path.read_text():
-            if app.poll() is not None or time.perf_counter() - started > 300:
+            if app.proc.poll() is not None or time.perf_counter() - started > 300:
                 raise RuntimeError(f"{command} never logged {ready_line!r}; see {log_path}")
             time.sleep(0.05)
         return served, time.perf_counter() - started, rss
     finally:
-        app.terminate()
-        app.wait(timeout=30)
+        app.stop()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_api import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,12 +70,6 @@ def test_settle_collects_start_up_garbage_freezes_the_survivors_and_resumes(free
         assert report["kept_tracked"] is False and report["frozen"] > 0  # the survivor moved to the permanent gen
     else:
         assert report["kept_tracked"] is True and report["frozen"] == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("preload", ["", "sentiment"])
