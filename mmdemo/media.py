@@ -26,6 +26,9 @@ from mmdemo.errors import InputError
 
 SPEECH_RATE = 16_000  # Hz: the rate speech models (Whisper, wav2vec2) are trained on
 MAX_IMAGE_SIDE = 4096  # pixels: longer sides are downscaled after decoding
+# Pixels: a JPEG decodes at 1/2, 1/4 or 1/8 scale (libjpeg's, at a fraction of the cost) while its shorter side
+# stays at least this: 3x the largest input of the curated image models (384), which mmdemo.pixels reduces to.
+DECODE_SIDE = 1152
 MAX_AUDIO_CHANNELS = 8  # more channels than this is not a recording of speech
 AUDIO_RATES = (1_000, 768_000)  # Hz: lowest and highest source sample rate accepted
 # Samples decoded per second of audio (rate x channels): 8 channels at 48 kHz or stereo at 192 kHz. More is no
@@ -60,6 +63,7 @@ def load_image(
     *,
     max_pixels: int = Settings.max_image_pixels,
     max_side: int = MAX_IMAGE_SIDE,
+    decode_side: int = DECODE_SIDE,
 ) -> Image.Image:
     """Turn an uploaded image into an upright 8-bit RGB image no larger than max_side on either side.
 
@@ -67,6 +71,7 @@ def load_image(
         value: a file path, a PIL image or a numpy array (HxW or HxWx1/3/4; uint8, uint16 or float in [0, 1]).
         max_pixels: images declaring more pixels than this are refused before decoding.
         max_side: longer sides are downscaled to this, keeping the aspect ratio.
+        decode_side: JPEG files may decode at a reduced scale that keeps the shorter side at least this.
 
     Returns:
         A new RGB image; transparency is composited on white, animations give their first frame.
@@ -74,21 +79,22 @@ def load_image(
     Raises:
         InputError: nothing usable was given, or the image is too large, damaged or not an image.
     """
-    if max_pixels < 1 or max_side < 1:
-        raise ValueError(f"max_pixels and max_side must be positive, got {max_pixels} and {max_side}")
+    if min(max_pixels, max_side, decode_side) < 1:
+        raise ValueError(f"max_pixels, max_side and decode_side must be positive, got {max_pixels}, {max_side} "
+                         f"and {decode_side}")
     if value is None or (isinstance(value, str) and not value.strip()):
         raise InputError(NO_IMAGE)
     if isinstance(value, np.ndarray):
         return _fit_within(_to_rgb(_image_from_array(value, max_pixels)), max_side)
     if isinstance(value, Image.Image):
-        image = _clean_image(value, max_pixels, max_side, may_draft=False)
+        image = _clean_image(value, max_pixels, max_side)
         return image.copy() if image is value else image  # the caller keeps their own object
     if isinstance(value, (str, os.PathLike)):
-        return _load_image_file(Path(value), max_pixels, max_side)
+        return _load_image_file(Path(value), max_pixels, max_side, decode_side)
     raise TypeError(f"load_image takes a path, a PIL image or a numpy array, not {type(value).__name__}")
 
 
-def _load_image_file(path: Path, max_pixels: int, max_side: int) -> Image.Image:
+def _load_image_file(path: Path, max_pixels: int, max_side: int, decode_side: int) -> Image.Image:
     """Open, check and decode an image file, closing it before returning."""
     if not path.is_file():
         raise InputError(NO_IMAGE)
@@ -100,7 +106,7 @@ def _load_image_file(path: Path, max_pixels: int, max_side: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with path.open("rb") as file:
                 opened = Image.open(file, formats=_openable_formats())
-                image = _clean_image(opened, max_pixels, max_side, may_draft=True)
+                image = _clean_image(opened, max_pixels, max_side, draft_side=decode_side)
                 # A plain in-memory image: the opened one still points at the file closed below.
                 return image.copy() if image is opened else image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -118,16 +124,18 @@ def _openable_formats() -> tuple[str, ...]:
     return tuple(name for name in IMAGE_FORMATS if name in Image.OPEN)
 
 
-def _clean_image(image: Image.Image, max_pixels: int, max_side: int, *, may_draft: bool) -> Image.Image:
-    """Check the declared size, decode the first frame, then make it upright, RGB and small enough."""
+def _clean_image(image: Image.Image, max_pixels: int, max_side: int, *, draft_side: int | None = None) -> Image.Image:
+    """Check the declared size, decode the first frame, then make it upright, RGB and small enough; a JPEG file
+    decodes at reduced scale where that keeps its shorter side at least `draft_side` (None: full scale)."""
     width, height = image.size
     if width * height > max_pixels:
         raise InputError(_too_many_pixels(width, height, max_pixels))
     if image.tell() != 0:
         image.seek(0)
-    if may_draft and image.format in ("JPEG", "MPO") and max(width, height) > max_side:
-        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale; the result stays at least the fitted size.
-        image.draft(None, _fitted_size(image.size, max_side))
+    if draft_side and image.format in ("JPEG", "MPO"):
+        scale = min(max_side / max(width, height), draft_side / min(width, height))
+        if scale <= 0.5:  # libjpeg takes the strongest of 1/2, 1/4 and 1/8 that leaves at least this size
+            image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
     try:
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -16,7 +16,7 @@ from PIL import Image, JpegImagePlugin
 
 from mmdemo import media
 from mmdemo.errors import InputError
-from mmdemo.media import AudioClip, describe_duration, load_audio, load_image
+from mmdemo.media import DECODE_SIDE, AudioClip, describe_duration, load_audio, load_image
 
 SHARED_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 IMAGES = SHARED_MEDIA / "images"
@@ -319,6 +319,31 @@ def test_large_jpeg_is_decoded_at_reduced_size(tmp_path, monkeypatch):
     assert drafts == [(300, 200)]
     assert image.size == (300, 200)
     assert close_to(image.getpixel((50, 100)), RED) and close_to(image.getpixel((250, 100)), BLUE)
+
+
+def test_phone_photo_decodes_at_the_scale_that_keeps_the_decode_side(tmp_path, monkeypatch):
+    """A 12-megapixel JPEG decodes at half scale (its shorter side 1512 >= DECODE_SIDE); a quarter would be 756."""
+    photo = Image.new("RGB", (4032, 3024), RED)
+    photo.paste(BLUE, (2016, 0, 4032, 3024))
+    path = tmp_path / "phone.jpg"
+    photo.save(path, quality=90)
+    smaller = tmp_path / "smaller.jpg"
+    photo.resize((2000, 1500)).save(smaller, quality=90)
+    drafts = []
+    original_draft = JpegImagePlugin.JpegImageFile.draft
+
+    def recording_draft(self, mode, size):
+        drafts.append(size)
+        return original_draft(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording_draft)
+    assert DECODE_SIDE == 1152
+    image = load_image(path)
+    assert drafts == [(1536, 1152)] and image.size == (2016, 1512)
+    assert close_to(image.getpixel((100, 700)), RED) and close_to(image.getpixel((1900, 700)), BLUE)
+    assert load_image(smaller).size == (2000, 1500) and len(drafts) == 1  # half scale would go under 1152
+    assert load_image(path, decode_side=300).size == (504, 378)  # an eighth: 378 >= 300
+    assert load_image(Image.open(path)).size == (4032, 3024)  # an image already opened is decoded as it is
 
 
 def test_small_image_is_not_resized(tmp_path):

@@ -20,6 +20,7 @@ from mmdemo import registry
 from mmdemo.config import Settings
 from mmdemo.errors import InputError, ModelUnavailableError
 from mmdemo.media import load_image
+from mmdemo.pixels import reduce_for
 from mmdemo.runtime import Runtime
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
@@ -44,6 +45,12 @@ def rgb(path: Path) -> Image.Image:
     return load_image(str(path))
 
 
+def app_image(processor, path: Path) -> Image.Image:
+    """The image as the tasks hand it to `processor`: decoded, then reduced for it (`tests/test_pixels.py` holds
+    the reduction within a grey level of the processor's own resize)."""
+    return reduce_for(processor, rgb(path))
+
+
 # -- visual question answering ------------------------------------------------------------------
 
 
@@ -52,8 +59,8 @@ def test_blip_vqa_matches_direct_generate(runtime, tiny_model_dir):
                                  "model": "Salesforce/blip-vqa-base"})
     model, processor = reference(tiny_model_dir, "Salesforce/blip-vqa-base", transformers.BlipForQuestionAnswering)
     with torch.inference_mode():
-        ids = model.generate(**processor(images=rgb(CAT), text="what animal is this?", return_tensors="pt"),
-                             max_new_tokens=20)
+        batch = processor(images=app_image(processor, CAT), text="what animal is this?", return_tensors="pt")
+        ids = model.generate(**batch, max_new_tokens=20)
     expected = processor.decode(ids[0], skip_special_tokens=True).strip()
     assert expected
     assert result["answer"] == expected
@@ -69,7 +76,8 @@ def test_vilt_returns_top5_answers_matching_direct_logits(runtime, tiny_model_di
     model, processor = reference(tiny_model_dir, "dandelin/vilt-b32-finetuned-vqa",
                                  transformers.ViltForQuestionAnswering)
     with torch.inference_mode():
-        logits = model(**processor(images=rgb(COFFEE), text="what is in the cup?", return_tensors="pt")).logits[0]
+        logits = model(**processor(images=app_image(processor, COFFEE), text="what is in the cup?",
+                                     return_tensors="pt")).logits[0]
     scores, indices = logits.sigmoid().topk(5)
     assert [a["answer"] for a in result["answers"]] == [model.config.id2label[int(i)] for i in indices]
     assert [a["score"] for a in result["answers"]] == pytest.approx(scores.tolist(), abs=1e-5)
@@ -98,8 +106,9 @@ def test_caption_matches_direct_beam_search(runtime, tiny_model_dir, model_id, c
                                         "max_new_tokens": 12})
     model, processor = reference(tiny_model_dir, model_id, cls)
     with torch.inference_mode():
-        ids = model.generate(pixel_values=processor(images=rgb(CAT), return_tensors="pt").pixel_values,
-                             num_beams=3, num_return_sequences=3, max_new_tokens=12, do_sample=False)
+        pixels = processor(images=app_image(processor, CAT), return_tensors="pt").pixel_values
+        ids = model.generate(pixel_values=pixels, num_beams=3, num_return_sequences=3, max_new_tokens=12,
+                             do_sample=False)
     expected = " ".join(processor.batch_decode(ids, skip_special_tokens=True)[0].split())
     assert expected
     assert result["caption"] == expected
@@ -115,8 +124,9 @@ def test_vit_gpt2_caption_matches_direct_generate(runtime, tiny_model_dir):
     image_processor = transformers.AutoImageProcessor.from_pretrained(path)
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     with torch.inference_mode():
-        ids = model.generate(pixel_values=image_processor(images=rgb(COFFEE), return_tensors="pt").pixel_values,
-                             num_beams=2, num_return_sequences=2, max_new_tokens=10, do_sample=False)
+        pixels = image_processor(images=app_image(image_processor, COFFEE), return_tensors="pt").pixel_values
+        ids = model.generate(pixel_values=pixels, num_beams=2, num_return_sequences=2, max_new_tokens=10,
+                             do_sample=False)
     expected = " ".join(tokenizer.batch_decode(ids, skip_special_tokens=True)[0].split())
     assert result["caption"] == expected
 
@@ -158,7 +168,8 @@ def test_clip_scores_match_direct_forward(runtime, tiny_model_dir):
     model, processor = reference(tiny_model_dir, "openai/clip-vit-base-patch32", transformers.CLIPModel)
     prompts = [f"a photo of a {label}." for label in labels]
     with torch.inference_mode():
-        logits = model(**processor(text=prompts, images=rgb(CAT), padding=True, return_tensors="pt")).logits_per_image
+        batch = processor(text=prompts, images=app_image(processor, CAT), padding=True, return_tensors="pt")
+        logits = model(**batch).logits_per_image
     expected = dict(zip(labels, logits.softmax(-1)[0].tolist()))
     got = {item["label"]: item["score"] for item in result["labels"]}
     assert got == pytest.approx(expected, abs=1e-5)
@@ -174,7 +185,7 @@ def test_siglip_scores_are_independent_sigmoids_matching_direct_forward(runtime,
     model, processor = reference(tiny_model_dir, "google/siglip-base-patch16-224", transformers.SiglipModel)
     prompts = [f"a photo of a {label}." for label in labels]
     with torch.inference_mode():
-        batch = processor(text=prompts, images=rgb(CAT), padding="max_length", return_tensors="pt")
+        batch = processor(text=prompts, images=app_image(processor, CAT), padding="max_length", return_tensors="pt")
         logits = model(**batch).logits_per_image
     expected = dict(zip(labels, logits.sigmoid()[0].tolist()))
     got = {item["label"]: item["score"] for item in result["labels"]}
@@ -198,7 +209,7 @@ def test_label_prompts_are_encoded_once_per_loaded_model(tiny_model_dir, monkeyp
     def direct(image: Path, labels: list[str]) -> dict[str, float]:
         prompts = [f"a photo of a {label}." for label in labels]
         with torch.inference_mode():
-            batch = processor(text=prompts, images=rgb(image), padding=True, return_tensors="pt")
+            batch = processor(text=prompts, images=app_image(processor, image), padding=True, return_tensors="pt")
             return dict(zip(labels, model(**batch).logits_per_image.softmax(-1)[0].tolist()))
 
     expected = [direct(CAT, ["cat", "dog", "cup of coffee"]), direct(COFFEE, ["cup of coffee", "cat", "dog"]),
@@ -512,7 +523,8 @@ def test_zero_shot_images_are_preprocessed_in_each_requests_own_thread(tiny_mode
     with runtime.bundles(task, {"model": task.default_model}) as bundles:
         processor = bundles["model"].processor
         for inputs in batches[0]:
-            assert np.array_equal(inputs.pixel_values, processor(images=inputs.image, return_tensors="pt").pixel_values)
+            expected = processor(images=reduce_for(processor, inputs.image), return_tensors="pt").pixel_values
+            assert np.array_equal(inputs.pixel_values, expected)
         unprepared = [replace(inputs, pixel_values=None) for inputs in batches[0]]
         with torch.inference_mode():
             assert predict_batch(task, bundles, unprepared) == predict_batch(task, bundles, batches[0])

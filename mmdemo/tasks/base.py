@@ -18,6 +18,7 @@ from PIL import Image
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
 from mmdemo.loading import ModelBundle
+from mmdemo.pixels import reduce_for
 
 __all__ = ["InputError", "ModelSpec", "Task", "clean_text", "image_pixels", "stacked_pixels"]
 
@@ -111,8 +112,9 @@ class Task(ABC, Generic[InputsT]):
 
 def image_pixels(bundle: ModelBundle, images: Sequence[Image.Image]) -> np.ndarray:
     """The processor's pixel values for `images` (what an image task's `preprocess` keeps): a numpy array, plain
-    data that crosses into a ZeroGPU worker by pickle like the image itself."""
-    return bundle.processor(images=list(images), return_tensors="np").pixel_values
+    data that crosses into a ZeroGPU worker by pickle like the image itself. Large images are reduced first."""
+    return bundle.processor(images=[reduce_for(bundle.processor, image) for image in images],
+                            return_tensors="np").pixel_values
 
 
 def stacked_pixels(bundle: ModelBundle, batch: Sequence[Any]) -> torch.Tensor:

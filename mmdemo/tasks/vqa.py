@@ -15,6 +15,7 @@ from PIL import Image
 from mmdemo.config import Settings
 from mmdemo.loading import ModelBundle
 from mmdemo.media import load_image
+from mmdemo.pixels import reduce_for
 from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text
 
 TOP_K = 5
@@ -49,7 +50,8 @@ class VqaTask(Task[VqaInputs]):
 
     def predict(self, bundles: Mapping[str, ModelBundle], inputs: VqaInputs) -> list[tuple[str, float | None]]:
         bundle = bundles["model"]
-        batch = bundle.prepare(bundle.processor(images=inputs.image, text=inputs.question, return_tensors="pt"))
+        image = reduce_for(bundle.processor, inputs.image)
+        batch = bundle.prepare(bundle.processor(images=image, text=inputs.question, return_tensors="pt"))
         if bundle.architecture == "ViltForQuestionAnswering":
             probabilities = bundle.model(**batch).logits[0].float().sigmoid()  # ViLT is trained with BCE
             scores, indices = probabilities.topk(min(TOP_K, probabilities.numel()))
