@@ -264,6 +264,35 @@ def test_module_nbytes_counts_quantized_weights_as_stored(kind, weight_bytes):
     assert module_nbytes(model) == 2 * 64 * 4 + 64 * 32 * weight_bytes + 32 * 4
 
 
+def test_int8_layers_quantize_activations_to_8_bits_where_the_cpu_multiplies_them_exactly(monkeypatch):
+    """torch's dynamic int8 Linear with the weights per output channel, and its activations at 8 bits on a VNNI
+    CPU (7 bits elsewhere, as torch has it): there the 8-bit layer is the closer to fp32 of the two."""
+    torch = pytest.importorskip("torch")
+    import copy
+
+    from mmdemo import loading
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)).eval()
+    x = torch.randn(16, 256)
+    with torch.inference_mode():
+        reference = model(x)
+        int8 = loading.quantize_linear(copy.deepcopy(model), "int8")
+        layers = [m for m in int8.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+        assert len(layers) == 2 and not any(isinstance(m, torch.nn.Linear) for m in int8.modules())
+        assert layers[0].weight().qscheme() == torch.per_channel_affine
+        vnni = loading.full_range_int8_activations()
+        assert all(layer.reduce_range is not vnni for layer in layers)
+        errors = {}
+        for reduce_range in (True, False):
+            monkeypatch.setattr(type(layers[0]), "reduce_range", reduce_range)
+            out = int8(x)
+            assert torch.allclose(out, reference, atol=0.05)  # int8 either way
+            errors[reduce_range] = (out - reference).abs().mean().item()
+    if vnni:
+        assert errors[False] < 0.7 * errors[True], errors  # one more bit: about half the activation rounding
+
+
 def test_fp16_weights_are_torch_quantize_dynamic_modules_with_the_same_outputs(tiny_model_dir):
     torch = pytest.importorskip("torch")
     import copy
