@@ -519,8 +519,8 @@ class InProcess:
         return repeat("(b) runtime, new labels", call, self.repeats, output=lambda r: result_output(case, r))
 
     def runtime_quantization(self, case: Case) -> str | None:
-        """The format of the runtime's quantized Linear layers for `case` ("int8", "fp16"), if any: the bare call
-        gets the same."""
+        """The runtime's CPU format for `case`'s model, if any: quantized Linear layers ("int8", "fp16") or a bf16
+        model on a CPU in fp32 ("bf16"). The bare call gets the same."""
         import torch
 
         from mmdemo import registry
@@ -529,6 +529,8 @@ class InProcess:
         spec = task.model_spec(case.model)
         with self.runtime.bundles(task, {"model": spec}) as bundles:
             model = bundles["model"].model
+        if bundles["model"].dtype == torch.bfloat16 and self.dtype == torch.float32:
+            return "bf16"
         for module in model.modules():
             packed = getattr(module, "_packed_params", None)
             if packed is not None:
@@ -545,14 +547,16 @@ class InProcess:
         return self.model_dir / model_id
 
     def load_model(self, model_id: str, quantize: str | None):
+        import torch
         import transformers
 
         from mmdemo.loading import quantize_linear
 
         config = json.loads((self.path(model_id) / "config.json").read_text())
         cls = getattr(transformers, config["architectures"][0])
-        model = cls.from_pretrained(self.path(model_id), dtype=self.dtype).to(self.device).eval()
-        if quantize:
+        dtype = torch.bfloat16 if quantize == "bf16" else self.dtype
+        model = cls.from_pretrained(self.path(model_id), dtype=dtype).to(self.device).eval()
+        if quantize in ("int8", "fp16"):
             model = quantize_linear(model, quantize)
         if model_id.startswith(("cardiffnlp/",)):
             processor = transformers.AutoTokenizer.from_pretrained(self.path(model_id))
@@ -575,8 +579,8 @@ class InProcess:
             with torch.inference_mode():
                 return bare_call(case)(holder["model"], holder["processor"], inputs, case, self)
 
-        m = repeat(f"bare ({quantize} linear)" if quantize else "bare", call, self.repeats, load=load,
-                   output=lambda r: r["output"])
+        label = {None: "bare", "bf16": "bare (bf16)"}.get(quantize, f"bare ({quantize} linear)")
+        m = repeat(label, call, self.repeats, load=load, output=lambda r: r["output"])
         if m.error is None:
             last = call()
             m.extra.update({k: v for k, v in last.items() if k != "output"})
@@ -660,28 +664,29 @@ class InProcess:
         return found
 
 
-def _to(bench: InProcess, batch: Any) -> dict[str, Any]:
+def _to(bench: InProcess, batch: Any, model: Any) -> dict[str, Any]:
     """A processor's tensors on the device, floats in the model's dtype (what ModelBundle.prepare does)."""
-    return {k: v.to(bench.device, dtype=bench.dtype) if v.is_floating_point() else v.to(bench.device)
+    dtype = next(model.parameters()).dtype
+    return {k: v.to(bench.device, dtype=dtype) if v.is_floating_point() else v.to(bench.device)
             for k, v in batch.items()}
 
 
 def _bare_vqa_blip(model, processor, x, case, bench) -> dict[str, Any]:
     from mmdemo.tasks.vqa import MAX_ANSWER_TOKENS
 
-    batch = _to(bench, processor(images=x["image"], text=QUESTION, return_tensors="pt"))
+    batch = _to(bench, processor(images=x["image"], text=QUESTION, return_tensors="pt"), model)
     ids = model.generate(**batch, max_new_tokens=MAX_ANSWER_TOKENS)
     return {"output": processor.decode(ids[0], skip_special_tokens=True).strip(), "new_tokens": ids.shape[1] - 1}
 
 
 def _bare_vqa_vilt(model, processor, x, case, bench) -> dict[str, Any]:
-    batch = _to(bench, processor(images=x["image"], text=QUESTION, return_tensors="pt"))
+    batch = _to(bench, processor(images=x["image"], text=QUESTION, return_tensors="pt"), model)
     scores, indices = model(**batch).logits[0].float().sigmoid().topk(5)
     return {"output": model.config.id2label[int(indices[0])]}
 
 
 def _bare_captioning(model, processor, x, case, bench) -> dict[str, Any]:
-    batch = _to(bench, processor(images=x["image"], return_tensors="pt"))
+    batch = _to(bench, processor(images=x["image"], return_tensors="pt"), model)
     beams = case.raw["num_beams"]
     ids = model.generate(**batch, num_beams=beams, num_return_sequences=beams, do_sample=False,
                          max_new_tokens=case.raw["max_new_tokens"])
@@ -693,7 +698,7 @@ def _bare_zero_shot(model, processor, x, case, bench) -> dict[str, Any]:
     siglip = "siglip" in case.model
     prompts = [TEMPLATE.format(label) for label in LABELS]
     batch = _to(bench, processor(text=prompts, images=x["image"], padding="max_length" if siglip else True,
-                                 return_tensors="pt"))
+                                 return_tensors="pt"), model)
     logits = model(**batch).logits_per_image.float()
     scores = logits.sigmoid()[0] if siglip else logits.softmax(dim=-1)[0]
     order = scores.argsort(descending=True).tolist()
@@ -707,7 +712,7 @@ def _bare_speech(model, processor, x, case, bench) -> dict[str, Any]:
     if long_form:
         kwargs.update(truncation=False, padding="longest")
     features = processor.feature_extractor(samples, **kwargs)
-    batch = {"input_features": features.input_features.to(bench.device, bench.dtype),
+    batch = {"input_features": features.input_features.to(bench.device, next(model.parameters()).dtype),
              "attention_mask": features.attention_mask.to(bench.device)}
     options = {} if case.model.endswith(".en") else {"language": "en", "task": "transcribe"}
     if long_form:
@@ -717,7 +722,7 @@ def _bare_speech(model, processor, x, case, bench) -> dict[str, Any]:
 
 
 def _bare_sentiment(model, tokenizer, x, case, bench) -> dict[str, Any]:
-    batch = _to(bench, tokenizer(SENTIMENT_TEXT, truncation=True, max_length=512, return_tensors="pt"))
+    batch = _to(bench, tokenizer(SENTIMENT_TEXT, truncation=True, max_length=512, return_tensors="pt"), model)
     probs = model(**batch).logits.float().softmax(dim=-1)[0]
     return {"output": model.config.id2label[int(probs.argmax())]}
 

@@ -175,7 +175,9 @@ def rgb_array(image: Image.Image) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def app(tiny_model_dir):
-    settings = Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu")
+    # fp32 everywhere: the cases compare answers with in-process runs to 1e-4, and a bf16 model's last bits move
+    # with the thread layout (the CPU formats are tested in test_tasks).
+    settings = Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize="none")
     with serve(settings) as (client, runtime):
         yield client, runtime
 

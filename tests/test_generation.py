@@ -14,6 +14,7 @@ from mmdemo import registry
 from mmdemo.config import Settings
 from mmdemo.generation import CROSS_ATTENTION_DECODERS, SharedCrossAttentionCache, cache_kwargs
 from mmdemo.media import load_image
+from mmdemo.pixels import reduce_for
 from mmdemo.runtime import Runtime
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -61,7 +62,8 @@ def test_batched_beam_search_equals_transformers_own_cache(tiny_model_dir, model
     with runtime.bundles(task, {"model": spec}) as bundles, torch.inference_mode():
         shared = task.predict_batch(bundles, inputs)
         bundle = bundles["model"]
-        pixels = bundle.prepare(bundle.processor(images=[i.image for i in inputs], return_tensors="pt"))["pixel_values"]
+        images = [reduce_for(bundle.processor, i.image) for i in inputs]  # as the task hands them over
+        pixels = bundle.prepare(bundle.processor(images=images, return_tensors="pt"))["pixel_values"]
         ids = bundle.model.generate(pixel_values=pixels, num_beams=3, num_return_sequences=3, max_new_tokens=12,
                                     do_sample=False)
     tokenizer = bundle.tokenizer or bundle.processor

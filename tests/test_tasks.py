@@ -403,20 +403,59 @@ def test_auto_language_is_detected_and_reported_with_parity(runtime, tiny_model_
     assert segmented["language"] == codes[detected]
 
 
-def test_cpu_default_picks_each_models_measured_linear_format(tiny_model_dir):
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_cpu_default_picks_each_models_measured_format(tiny_model_dir, monkeypatch, native_bf16):
+    """Whisper int8, ViLT fp16 weights, CLIP fp32; on a CPU that multiplies bf16 natively, ViLT and CLIP in bf16."""
+    import mmdemo.runtime
+
+    monkeypatch.setattr(mmdemo.runtime, "cpu_computes_bf16", lambda: native_bf16)
     runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
     speech = runtime.run("speech", {"audio": str(SPEECH_16K), "timestamps": "none"})
     clip = runtime.run("zero_shot", {"image": str(CAT), "labels": "cat, dog"})
     vilt = runtime.run("vqa", {"image": str(CAT), "question": "what?", "model": "dandelin/vilt-b32-finetuned-vqa"})
-    assert [r["provenance"]["dtype"] for r in (speech, clip, vilt)] == ["int8", "float32", "fp16-weights"]
-    dtypes = {e["model"]: e["dtype"] for e in runtime.cache_report()["entries"]}
-    assert dtypes == {"openai/whisper-base": "int8", "openai/clip-vit-base-patch32": "float32",
-                      "dandelin/vilt-b32-finetuned-vqa": "fp16-weights"}
+    expected = {"openai/whisper-base": "int8", "openai/clip-vit-base-patch32": "bfloat16" if native_bf16 else "float32",
+                "dandelin/vilt-b32-finetuned-vqa": "bfloat16" if native_bf16 else "fp16-weights"}
+    assert [r["provenance"]["dtype"] for r in (speech, clip, vilt)] == list(expected.values())
+    assert {e["model"]: e["dtype"] for e in runtime.cache_report()["entries"]} == expected
+    with runtime.bundles(registry.get("zero_shot"), {"model": registry.get("zero_shot").default_model}) as bundles:
+        assert bundles["model"].dtype == (torch.bfloat16 if native_bf16 else torch.float32)
     everything = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize="fp16"))
     assert everything.run("zero_shot", {"image": str(CAT), "labels": "cat, dog"})["provenance"]["dtype"] == (
         "fp16-weights")
-    with pytest.raises(ValueError, match="Unknown quantize setting 'int4': choose auto, int8, fp16, none"):
+    with pytest.raises(ValueError, match="Unknown quantize setting 'int4': choose auto, int8, fp16, bf16, none"):
         Runtime(Settings(model_dir=tiny_model_dir, memory_budget=10**9, device="cpu", quantize="int4"))
+
+
+def test_an_explicit_dtype_on_cpu_is_not_quantized(tiny_model_dir, monkeypatch):
+    import mmdemo.runtime
+
+    monkeypatch.setattr(mmdemo.runtime, "cpu_computes_bf16", lambda: True)
+    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", dtype="bfloat16"))
+    speech = runtime.run("speech", {"audio": str(SPEECH_16K), "timestamps": "none"})
+    assert speech["provenance"]["dtype"] == "bfloat16"  # not int8 layers on a bf16 model
+
+
+@pytest.mark.parametrize(("task", "raw", "model_id"), [
+    ("vqa", {"image": str(CAT), "question": "what is on the sofa?"}, "dandelin/vilt-b32-finetuned-vqa"),
+    ("zero_shot", {"image": str(COFFEE), "labels": "cat, dog, cup of coffee, plate"}, "openai/clip-vit-base-patch32"),
+])
+def test_bf16_models_keep_the_fp32_scores_to_bf16_precision(tiny_model_dir, task, raw, model_id):
+    """The whole model in bf16 (a GPU's precision): every score within 2e-2 of fp32's, the top one the same."""
+    def scores(quantize: str) -> dict[str, float]:
+        runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu",
+                                   quantize=quantize))
+        result = runtime.run(task, {**raw, "model": model_id})
+        assert result["provenance"]["dtype"] == ("float32" if quantize == "none" else "bfloat16")
+        if task == "vqa":
+            return {item["answer"]: item["score"] for item in result["answers"]}
+        return {item["label"]: item["score"] for item in result["labels"]}
+
+    exact, bf16 = scores("none"), scores("bf16")
+    assert max(exact, key=exact.get) == max(bf16, key=bf16.get)
+    common = set(exact) & set(bf16)
+    assert len(common) >= 3
+    assert all(abs(exact[k] - bf16[k]) < 2e-2 for k in common), (exact, bf16)
+    assert exact != bf16  # it did run in bf16
 
 
 @pytest.mark.parametrize(("task", "raw", "model_id", "cls"), [
