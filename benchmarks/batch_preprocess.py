@@ -14,11 +14,9 @@ import os
 import statistics
 import threading
 import time
-from dataclasses import replace
 
-from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
 from benchmarks.fused_attention import bench_images
-from benchmarks.run import LABELS, TEMPLATE, side_study_parser, write_table
+from benchmarks.run import LABELS, TEMPLATE, bench_folder, bench_settings, side_study_parser, write_table
 
 MODELS = ("openai/clip-vit-base-patch32", "google/siglip-base-patch16-224")
 WAYS = ("in predict_batch", "in each request's thread")
@@ -49,17 +47,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4, help="requests per client per round")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import mmdemo.tasks  # noqa: F401  (registers the tasks)
-    from mmdemo.config import settings_from_env
     from mmdemo.devices import resolve_device
     from mmdemo.runtime import Runtime
     from mmdemo.tasks.base import Task
     from mmdemo.tasks.zero_shot import ZeroShotTask
 
-    runtime_settings = replace(settings_from_env(), model_dir=ensure_bench_models(DEFAULT_ROOT))
+    runtime_settings = bench_settings()
     runtime = Runtime(runtime_settings)
-    folder = DEFAULT_ROOT / "batch-preprocess-images"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = bench_folder("batch-preprocess-images")
     paths = []
     for index, image in enumerate(bench_images(args.clients)):
         paths.append(folder / f"client{index}.png")

@@ -16,8 +16,7 @@ import statistics
 import time
 from dataclasses import replace
 
-from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
-from benchmarks.run import build_cases, build_parser, result_output, side_study_parser, write_table
+from benchmarks.run import bench_settings, build_cases, build_parser, result_output, side_study_parser, write_table
 
 
 def main() -> None:
@@ -25,16 +24,14 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["vqa", "captioning", "zero_shot", "sentiment", "speech"])
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import mmdemo.tasks  # noqa: F401  (registers the tasks)
     from mmdemo import registry
-    from mmdemo.config import settings_from_env
     from mmdemo.devices import cpu_computes_bf16
     from mmdemo.loading import require_architecture
     from mmdemo.runtime import CPU_DEFAULT_QUANTIZATION, Runtime
 
     if not cpu_computes_bf16():
         raise SystemExit("This CPU has neither AVX512-BF16 nor AMX: bf16 is emulated here, nothing to compare")
-    settings = replace(settings_from_env(), model_dir=ensure_bench_models(DEFAULT_ROOT), device="cpu")
+    settings = bench_settings(device="cpu")
     case_args = build_parser().parse_args(["--tasks", *args.tasks, "--clips", "jfk.flac", "vosk_dagon.wav"])
     case_args.caption_tokens = 20
     rows = ["| case | other format | other (ms) | bf16 (ms) | other / bf16 | same output |",

@@ -14,11 +14,19 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
-from benchmarks.run import IMAGE, MEDIA, build_cases, build_parser, result_output, side_study_parser, write_table
+from benchmarks.run import (
+    IMAGE,
+    MEDIA,
+    bench_folder,
+    bench_settings,
+    build_cases,
+    build_parser,
+    result_output,
+    side_study_parser,
+    write_table,
+)
 
 PHONE = (4032, 3024)
 WAYS = ("full decode, one-step resize", "full decode, reduced", "scaled decode, reduced")
@@ -43,15 +51,12 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import mmdemo.media
     import mmdemo.pixels
-    import mmdemo.tasks  # noqa: F401  (registers the tasks)
-    from mmdemo.config import settings_from_env
     from mmdemo.devices import resolve_device
     from mmdemo.runtime import Runtime
 
-    settings = replace(settings_from_env(), model_dir=ensure_bench_models(DEFAULT_ROOT))
+    settings = bench_settings()
     runtime = Runtime(settings)
-    folder = DEFAULT_ROOT / "photo-size-images"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = bench_folder("photo-size-images")
     images = {"12 MP JPEG": phone_photo(folder), "451 x 300 PNG": IMAGE}
     case_args = build_parser().parse_args(["--tasks", *args.tasks])
     case_args.caption_tokens = 20

@@ -1013,6 +1013,25 @@ def side_study_parser(doc: str, repeats: int) -> argparse.ArgumentParser:
     return parser
 
 
+def bench_settings(**overrides: Any) -> Any:
+    """The app's settings from the environment on the benchmark models (built on first use), the tasks registered:
+    what the side studies' in-process runtimes run with."""
+    import mmdemo.tasks  # noqa: F401  (registers the tasks)
+    from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
+    from mmdemo.config import settings_from_env
+
+    return replace(settings_from_env(), model_dir=ensure_bench_models(DEFAULT_ROOT), **overrides)
+
+
+def bench_folder(name: str) -> Path:
+    """A folder of the benchmark cache for a side study's generated inputs (images), made if missing."""
+    from benchmarks.bench_models import DEFAULT_ROOT
+
+    folder = DEFAULT_ROOT / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def write_table(tag: str, name: str, title: str, rows: list[str]) -> Path:
     """A side study's Markdown table, as benchmarks/results/<tag>/<name>.md."""
     out = REPO / "benchmarks" / "results" / tag / f"{name}.md"

@@ -302,26 +302,32 @@ def test_large_png_is_downscaled_keeping_aspect(tmp_path):
     assert image.getpixel((100, 40)) == RED and image.getpixel((4000, 40)) == BLUE
 
 
-def test_large_jpeg_is_decoded_at_reduced_size(tmp_path, monkeypatch):
+@pytest.fixture
+def drafts(monkeypatch) -> list[tuple[int, int]]:
+    """The sizes JPEG decoding is asked to draft to, as they are asked."""
+    asked: list[tuple[int, int]] = []
+    original_draft = JpegImagePlugin.JpegImageFile.draft
+
+    def recording_draft(self, mode, size):
+        asked.append(size)
+        return original_draft(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording_draft)
+    return asked
+
+
+def test_large_jpeg_is_decoded_at_reduced_size(tmp_path, drafts):
     photo = Image.new("RGB", (2400, 1600), RED)
     photo.paste(BLUE, (1200, 0, 2400, 1600))
     path = tmp_path / "photo.jpg"
     photo.save(path, quality=90)
-    drafts = []
-    original_draft = JpegImagePlugin.JpegImageFile.draft
-
-    def recording_draft(self, mode, size):
-        drafts.append(size)
-        return original_draft(self, mode, size)
-
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording_draft)
     image = load_image(path, max_side=300)
     assert drafts == [(300, 200)]
     assert image.size == (300, 200)
     assert close_to(image.getpixel((50, 100)), RED) and close_to(image.getpixel((250, 100)), BLUE)
 
 
-def test_phone_photo_decodes_at_the_scale_that_keeps_the_decode_side(tmp_path, monkeypatch):
+def test_phone_photo_decodes_at_the_scale_that_keeps_the_decode_side(tmp_path, drafts):
     """A 12-megapixel JPEG decodes at half scale (its shorter side 1512 >= DECODE_SIDE); a quarter would be 756."""
     photo = Image.new("RGB", (4032, 3024), RED)
     photo.paste(BLUE, (2016, 0, 4032, 3024))
@@ -329,14 +335,6 @@ def test_phone_photo_decodes_at_the_scale_that_keeps_the_decode_side(tmp_path, m
     photo.save(path, quality=90)
     smaller = tmp_path / "smaller.jpg"
     photo.resize((2000, 1500)).save(smaller, quality=90)
-    drafts = []
-    original_draft = JpegImagePlugin.JpegImageFile.draft
-
-    def recording_draft(self, mode, size):
-        drafts.append(size)
-        return original_draft(self, mode, size)
-
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording_draft)
     assert DECODE_SIDE == 1152
     image = load_image(path)
     assert drafts == [(1536, 1152)] and image.size == (2016, 1512)
