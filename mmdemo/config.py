@@ -67,7 +67,7 @@ class Settings:
     port: int = 7860  # MMDEMO_PORT / --port
     concurrency: int = 2  # MMDEMO_CONCURRENCY: requests a tab runs at the same time
     max_queue: int = 64  # MMDEMO_MAX_QUEUE: waiting requests before visitors are told the app is busy
-    quantize: str = "auto"  # MMDEMO_QUANTIZE: CPU Linear layers: auto (measured per model), int8, fp16 (weights), none
+    quantize: str = "auto"  # MMDEMO_QUANTIZE: CPU format: auto (measured per model), int8, fp16 (weights), bf16, none
     batch_window_ms: float = 10.0  # MMDEMO_BATCH_WINDOW_MS: how long a request waits for others to batch with
     max_batch: int = 8  # MMDEMO_MAX_BATCH: most requests in one batch; 1 turns batching off
     backend: str = "local"  # MMDEMO_BACKEND: local (models in this process) or ray (Ray Serve deployments)

@@ -118,12 +118,17 @@ def resolve_dtype(device: str, preference: str = "auto") -> torch.dtype:
     return torch.float32
 
 
+def cpu_supports(*features: str) -> bool:
+    """Whether torch reports any of these CPU features ("avx512_bf16", "vnni", "amx_tile"); False where this torch
+    has no such probe (its `torch.cpu._is_<feature>_supported` functions are private)."""
+    return any(bool(getattr(torch.cpu, f"_is_{name}_supported", lambda: False)()) for name in features)
+
+
 @functools.cache
 def cpu_computes_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16, or AMX tiles): there bf16 matrix products run
     at about twice the fp32 rate; elsewhere torch emulates them, slower than fp32."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    return cpu_supports("avx512_bf16", "amx_tile")
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from mmdemo.devices import device_map_for
+from mmdemo.devices import cpu_supports, device_map_for
 from mmdemo.errors import ModelUnavailableError
 from mmdemo.memo import Memo
 from mmdemo.sources import WEIGHT_SUFFIXES
@@ -171,8 +171,7 @@ def full_range_int8_activations() -> bool:
     7 bits cost Whisper base two words in a hundred on the English clips on a VNNI machine (corpus WER 7.0 % in
     fp32, 10.2 % int8), 8 bits none (7.5 %), at the same speed (tests/test_acceptance_speech.py).
     """
-    return torch.backends.quantized.engine in ("x86", "fbgemm") and bool(
-        getattr(torch.cpu, "_is_vnni_supported", lambda: False)())
+    return torch.backends.quantized.engine in ("x86", "fbgemm") and cpu_supports("vnni")
 
 
 @functools.cache
