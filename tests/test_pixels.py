@@ -13,6 +13,8 @@ from PIL import Image
 from mmdemo.pixels import REDUCING_GAP, output_size, reduce_for
 
 MERLION = Path(__file__).resolve().parents[2] / "shared" / "media" / "images" / "merlion.jpg"  # 1192 x 874
+if not MERLION.is_file():  # a clone without the shared media: the assets' 600 x 400 photo
+    MERLION = Path(__file__).resolve().parents[1] / "assets" / "skimage_coffee.png"
 PHONE = (4032, 3024)  # a 12-megapixel phone photo
 
 # The image processors of the default models, with their hub settings.
