@@ -9,7 +9,7 @@ import gradio as gr
 from mmdemo import collector, registry
 from mmdemo.config import Settings
 from mmdemo.runtime import Runtime, create_runtime
-from mmdemo.ui import captioning, models_panel, sentiment, sessions, speech, vqa, zero_shot
+from mmdemo.ui import captioning, models_panel, queueing, sentiment, sessions, speech, vqa, zero_shot
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ STYLE = {"theme": gr.themes.Soft(spacing_size="sm"), "css": CSS}
 def build_demo(runtime: Runtime) -> gr.Blocks:
     """The whole app; building it loads no model."""
     sessions.install()  # a visitor's session, or a call without one, no longer renders every block's config
+    queueing.install()  # the queue's dispatcher waits for requests rather than looking every millisecond
     with gr.Blocks(title="mmdemo: multimodal transformers demos", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(HEADER.format(models=WHERE_MODELS_RUN[runtime.settings.backend]), elem_id="mm-header")
         with gr.Tabs():
