@@ -6,6 +6,7 @@ import gc
 import threading
 import time
 import weakref
+from pathlib import Path
 
 import pytest
 
@@ -330,3 +331,61 @@ def test_fp16_weights_are_torch_quantize_dynamic_modules_with_the_same_outputs(t
         if isinstance(mine, torch.ao.nn.quantized.dynamic.Linear):
             assert (mine.in_features, mine.out_features) == (theirs.in_features, theirs.out_features)
             assert torch.equal(mine.weight(), theirs.weight())
+
+
+@pytest.mark.parametrize("kind", ["fp16", "int8"])
+def test_a_quantized_model_keeps_nothing_of_its_mapped_file(tiny_model_dir, tmp_path, kind):
+    """transformers maps a checkpoint and hands out views of it: once the Linear layers are converted, no tensor may
+    still point into the file (BLIP's word embedding, tied to its Linear output layer, did), or its pages stay
+    resident (`test_tied_weights_stay_tied_when_copied_off_the_file`). The model equals the one
+    transformers makes by reading the file into memory (`disable_mmap`)."""
+    torch = pytest.importorskip("torch")
+    import transformers
+
+    from mmdemo.loading import load_bundle, quantize_linear
+
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("needs Linux's /proc/self/maps")
+    import shutil
+
+    path = tmp_path / "Salesforce/blip-vqa-base"  # a file of its own: other tests' models may map the shared one
+    shutil.copytree(tiny_model_dir / "Salesforce/blip-vqa-base", path)
+    weights = str(path / "model.safetensors")
+    ours = load_bundle(path, device="cpu", dtype=torch.float32, allowed=frozenset({"BlipForQuestionAnswering"}),
+                       quantize=kind).model
+    gc.collect()
+    assert weights not in maps.read_text()
+    read = transformers.BlipForQuestionAnswering.from_pretrained(path, disable_mmap=True).eval()
+    read = quantize_linear(read, kind)
+
+    def state(model) -> dict:
+        tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        for name, module in model.named_modules():
+            if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
+                weight, bias = module._weight_bias()
+                tensors[f"{name}.packed"] = weight.dequantize() if weight.is_quantized else weight
+                tensors[f"{name}.packed_bias"] = bias
+        return tensors
+
+    mine, theirs = state(ours), state(read)
+    assert mine.keys() == theirs.keys() and any(name.endswith(".packed") for name in mine)
+    assert all(torch.equal(mine[name], theirs[name]) for name in mine)
+
+
+def test_tied_weights_stay_tied_when_copied_off_the_file():
+    torch = pytest.importorskip("torch")
+    from mmdemo.loading import _off_the_file
+
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 10),
+                                torch.nn.Linear(4, 4))
+    model[2].weight = model[0].weight
+    model.register_buffer("shared", torch.arange(3.0))
+    model[1].register_buffer("shared", model.shared)
+    before = {name: tensor.data_ptr() for name, tensor in model.state_dict(keep_vars=True).items()}
+    _off_the_file(model)
+    assert model[2].weight is model[0].weight and model[1].shared is model.shared
+    after = model.state_dict(keep_vars=True)
+    # Copied: everything but a Linear weight no other module uses (the conversion copies those).
+    assert [name for name, ptr in before.items() if after[name].data_ptr() == ptr] == ["3.weight"]
+    assert torch.equal(model.shared, torch.arange(3.0))

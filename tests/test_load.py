@@ -193,7 +193,7 @@ def live_bundles() -> int:
 
 def test_budget_for_two_models_with_four_in_rotation(tiny_model_dir, upload_dir):
     # fp32: the tiny models are mapped from their files, so the resident size follows the cache to the page. A
-    # quantized model is read into the heap, whose own slack (a few MB) outweighs these 1 MB models: the quantized
+    # quantized model is copied into the heap, whose own slack (a few MB) outweighs these 1 MB models: the quantized
     # path's freeing is checked at a size where it shows (test_quantized_models_leave_the_heap_when_freed).
     sizes = sorted(loaded_sizes(tiny_model_dir, quantize="none").values())
     largest_pair, smallest_three = sizes[-1] + sizes[-2], sum(sizes[:3])
@@ -267,7 +267,7 @@ def test_budget_for_two_models_with_four_in_rotation(tiny_model_dir, upload_dir)
 
 @pytest.mark.parametrize("quantize", ["fp16", "int8"])
 def test_quantized_models_leave_the_heap_when_freed(tiny_model_dir, tmp_path, quantize):
-    """A model read into memory to be quantized goes back to the OS when freed (release_memory trims the heap)."""
+    """A quantized model, copied into memory, goes back to the OS when freed (release_memory trims the heap)."""
     import shutil
 
     import transformers
