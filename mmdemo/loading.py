@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,17 +150,10 @@ def quantize_linear(model: torch.nn.Module, kind: str) -> torch.nn.Module:
     "int8": int8 weights per output channel, activations quantized on the fly (per-tensor scales cost Whisper a
     word in a hundred on our clips, per-channel none). "fp16": weights stored in float16 and multiplied in float32
     (half the bytes to read, about 1e-3 relative difference in the outputs; no int8 rounding of activations).
+    The modules are the ones torch's `quantize_dynamic` makes (int8: `Int8Linear`, below), made faster: see
+    `_convert_linears`.
     """
-    if kind == "fp16":
-        return _fp16_weights(model)
-    import warnings
-
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    with warnings.catch_warnings():  # torch marks its quantized tensors as deprecated; still the fastest CPU path
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
-                                mapping={torch.nn.Linear: _int8_linear_class()}, inplace=True)
+    return _convert_linears(model, _fp16_layer if kind == "fp16" else _int8_layer)
 
 
 def full_range_int8_activations() -> bool:
@@ -193,30 +186,46 @@ def _int8_linear_class() -> type[torch.nn.Module]:
     return Int8Linear
 
 
-def _fp16_weights(model: torch.nn.Module) -> torch.nn.Module:
-    """Every torch.nn.Linear becomes torch's dynamic Linear with float16 weights: the modules that
-    `quantize_dynamic(model, {Linear: float16_dynamic_qconfig}, dtype=torch.float16)` makes, made faster.
-
-    Packing an fp16 weight for fbgemm is slow (BLIP base: 290 layers, 17 ms each here) and torch's conversion packs
-    a zero weight of the full size before the real one. Here each weight is packed once, the layers on
-    `torch.get_num_threads()` threads (packing releases the GIL): BLIP VQA 7.87 -> 3.08 s on 2 cores
-    (`python -m benchmarks.fp16_conversion`).
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
+def _fp16_layer(linear: torch.nn.Linear) -> torch.nn.Module:
+    """torch's dynamic Linear with float16 weights, as `quantize_dynamic` with `float16_dynamic_qconfig` makes it."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
-    def convert(linear: torch.nn.Linear) -> DynamicLinear:
-        layer = DynamicLinear(1, 1, dtype=torch.float16)  # a 1x1 placeholder pack, not a full-size zero one
-        layer.in_features, layer.out_features = linear.in_features, linear.out_features
-        bias = None if linear.bias is None else linear.bias.detach().float()
-        layer.set_weight_bias(linear.weight.detach().float(), bias)
-        return layer
+    layer = DynamicLinear(1, 1, dtype=torch.float16)  # a 1x1 placeholder pack, not a full-size zero one
+    layer.in_features, layer.out_features = linear.in_features, linear.out_features
+    bias = None if linear.bias is None else linear.bias.detach().float()
+    layer.set_weight_bias(linear.weight.detach().float(), bias)
+    return layer
+
+
+def _int8_layer(linear: torch.nn.Linear) -> torch.nn.Module:
+    """`Int8Linear`, its weights int8 per output channel, as `quantize_dynamic` with `per_channel_dynamic_qconfig`
+    makes it."""
+    from torch.ao.nn.quantized.modules.utils import _quantize_weight
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    weight = linear.weight.detach()
+    observer = per_channel_dynamic_qconfig.weight()
+    observer(weight)
+    layer = _int8_linear_class()(1, 1, dtype=torch.qint8)  # a 1x1 placeholder pack, not a full-size zero one
+    layer.in_features, layer.out_features = linear.in_features, linear.out_features
+    layer.set_weight_bias(_quantize_weight(weight.float(), observer), None if linear.bias is None else linear.bias)
+    return layer
+
+
+def _convert_linears(model: torch.nn.Module, convert: Callable[[torch.nn.Linear], torch.nn.Module]) -> torch.nn.Module:
+    """Every torch.nn.Linear replaced, in place, by `convert(layer)`: the modules `quantize_dynamic` makes, faster.
+
+    Packing a weight for fbgemm is slow (BLIP base's 290 layers in fp16: 17 ms each here), and torch's conversion
+    packs a zero weight of the full size before the real one. Here each weight is packed once, the layers on
+    `torch.get_num_threads()` threads (packing releases the GIL), with the same outputs: on 2 cores, BLIP VQA to
+    fp16 4.57 -> 1.64 s, Whisper base to int8 1.15 -> 0.52 s (`python -m benchmarks.linear_conversion`).
+    """
+    from concurrent.futures import ThreadPoolExecutor
 
     # Exactly torch.nn.Linear, as quantize_dynamic matches: subclasses (attention's out_proj) keep their own forward.
     places = [(parent, name, child) for parent in model.modules() for name, child in parent._modules.items()
               if type(child) is torch.nn.Linear]  # _modules: named_children() names a layer used twice once
-    linears = list({id(child): child for _, _, child in places}.values())  # a layer used twice is packed once
+    linears = list({id(child): child for _, _, child in places}.values())  # a layer used twice is converted once
     with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
         converted = dict(zip((id(linear) for linear in linears), pool.map(convert, linears), strict=True))
     for parent, name, child in places:

@@ -294,31 +294,33 @@ def test_int8_layers_quantize_activations_to_8_bits_where_the_cpu_multiplies_the
         assert errors[False] < 0.7 * errors[True], errors  # one more bit: about half the activation rounding
 
 
-def test_fp16_weights_are_torch_quantize_dynamic_modules_with_the_same_outputs(tiny_model_dir):
+@pytest.mark.parametrize("kind", ["fp16", "int8"])
+def test_converted_layers_are_torch_quantize_dynamic_modules_with_the_same_outputs(tiny_model_dir, kind):
     torch = pytest.importorskip("torch")
     import copy
     import warnings
 
     import transformers
-    from torch.ao.quantization import float16_dynamic_qconfig, quantize_dynamic
+    from torch.ao.quantization import float16_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
-    from mmdemo.loading import quantize_linear
+    from mmdemo.loading import _int8_linear_class, quantize_linear
 
     path = tiny_model_dir / "cardiffnlp/twitter-roberta-base-sentiment-latest"
     model = transformers.AutoModelForSequenceClassification.from_pretrained(path).eval()
     shared = torch.nn.Linear(8, 8)
     extra = torch.nn.ModuleDict({"a": shared, "b": shared, "attention": torch.nn.MultiheadAttention(8, 2)})
+    torch_way = {"fp16": {"qconfig_spec": {torch.nn.Linear: float16_dynamic_qconfig}, "dtype": torch.float16},
+                 "int8": {"qconfig_spec": {torch.nn.Linear: per_channel_dynamic_qconfig}, "dtype": torch.qint8,
+                          "mapping": {torch.nn.Linear: _int8_linear_class()}}}[kind]  # the app's int8 layer
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reference = quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear: float16_dynamic_qconfig},
-                                     dtype=torch.float16)
-        reference_extra = quantize_dynamic(copy.deepcopy(extra), {torch.nn.Linear: float16_dynamic_qconfig},
-                                           dtype=torch.float16)
-    ours, ours_extra = quantize_linear(model, "fp16"), quantize_linear(extra, "fp16")
+        reference = quantize_dynamic(copy.deepcopy(model), **torch_way)
+        reference_extra = quantize_dynamic(copy.deepcopy(extra), **torch_way)
+    ours, ours_extra = quantize_linear(model, kind), quantize_linear(extra, kind)
 
     kinds = [type(m) for m in ours.modules()]
     assert kinds == [type(m) for m in reference.modules()]
-    assert torch.nn.Linear not in kinds and torch.ao.nn.quantized.dynamic.Linear in kinds
+    assert torch.nn.Linear not in kinds and any(issubclass(k, torch.ao.nn.quantized.dynamic.Linear) for k in kinds)
     assert type(ours_extra["attention"].out_proj) is type(reference_extra["attention"].out_proj)  # a subclass: kept
     assert isinstance(ours_extra["a"], torch.ao.nn.quantized.dynamic.Linear)
     assert ours_extra["a"] is ours_extra["b"]  # one layer in two places stays one layer
@@ -327,10 +329,16 @@ def test_fp16_weights_are_torch_quantize_dynamic_modules_with_the_same_outputs(t
         assert torch.equal(ours(input_ids=ids).logits, reference(input_ids=ids).logits)
         x = torch.randn(3, 8)
         assert torch.equal(ours_extra["a"](x), reference_extra["a"](x))
+
+    def plain(tensor):
+        return tensor.dequantize() if tensor.is_quantized else tensor
+
     for mine, theirs in zip(ours.modules(), reference.modules(), strict=True):
         if isinstance(mine, torch.ao.nn.quantized.dynamic.Linear):
             assert (mine.in_features, mine.out_features) == (theirs.in_features, theirs.out_features)
-            assert torch.equal(mine.weight(), theirs.weight())
+            assert mine.weight().dtype == theirs.weight().dtype == {"fp16": torch.float, "int8": torch.qint8}[kind]
+            assert torch.equal(plain(mine.weight()), plain(theirs.weight()))
+            assert torch.equal(mine.bias(), theirs.bias())
 
 
 @pytest.mark.parametrize("kind", ["fp16", "int8"])
