@@ -153,7 +153,11 @@ def quantize_linear(model: torch.nn.Module, kind: str) -> torch.nn.Module:
     The modules are the ones torch's `quantize_dynamic` makes (int8: `Int8Linear`, below), made faster: see
     `_convert_linears`.
     """
-    return _convert_linears(model, _fp16_layer if kind == "fp16" else _int8_layer)
+    import warnings
+
+    with warnings.catch_warnings():  # torch marks its quantized tensors as deprecated; still the fastest CPU path
+        warnings.simplefilter("ignore")
+        return _convert_linears(model, _fp16_layer if kind == "fp16" else _int8_layer)
 
 
 def full_range_int8_activations() -> bool:
