@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -45,9 +45,11 @@ from mmdemo.loading import (
     load_bundle,
     require_architecture,
 )
+from mmdemo.model_threads import run_on_own_thread
 from mmdemo.sources import HubProbe, ModelLocator
 from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 OnLoad = Callable[[str], None]
@@ -195,7 +197,7 @@ class Runtime:
         path, architecture, estimate = located or self._locate(task, spec)
 
         def loader() -> ModelBundle:
-            return self._load(task, path, architecture)
+            return self._on_model_thread(self._load, task, path, architecture)
 
         notify = (lambda key: on_load(key.model_id)) if on_load else None
         key = self.key_for(spec)
@@ -266,6 +268,11 @@ class Runtime:
                 wrapped = gpu_function(predict, duration=seconds)
                 self._predicts[task.name] = wrapped
             return wrapped
+
+    def _on_model_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on a thread of its own on CPU, so that no thread serving requests keeps an OpenMP team
+        (mmdemo/model_threads.py); as it is elsewhere (a GPU's work is not OpenMP's)."""
+        return run_on_own_thread(fn, *args) if self.device == "cpu" else fn(*args)
 
     def _bundle_for(self, task: Task, key: ModelKey) -> ModelBundle:
         """The pinned bundle for `key`; in a ZeroGPU worker forked before it was loaded, a copy loaded there."""
@@ -344,7 +351,7 @@ class Runtime:
             inputs = task.preprocess(bundles, inputs)
 
             def run_batch(batch: list[Any]) -> list[Any]:
-                outputs = predict_batch(keys, batch)
+                outputs = self._on_model_thread(predict_batch, keys, batch)
                 if isinstance(outputs, _Refused):
                     raise outputs.error
                 return outputs
