@@ -3,7 +3,7 @@
 A web server hands each request to whichever of its worker threads is free; each of those that ever ran a parallel
 region keeps an OpenMP team, and with more such threads than CPUs libgomp stops letting any team spin. Each arm runs
 in a fresh process: a pool of `--servers` persistent threads takes the requests in turn, one request at a time, as
-the app's server does under sequential traffic; in the "serving threads" arm `Runtime._on_model_thread` is replaced
+the app's server does under sequential traffic; in the "serving threads" arm `Runtime.on_model_thread` is replaced
 by a plain call (the behaviour before). The processes alternate; per case, the median over the repeats of each
 process's warm median. The benchmark models (real-size configs, random weights) and the offline pack's Whisper.
 
@@ -61,7 +61,7 @@ def serve(arm: str, servers: int, calls: int) -> None:
     from mmdemo.runtime import Runtime
 
     if arm == ARMS[0]:
-        Runtime._on_model_thread = lambda self, fn, *args: fn(*args)
+        Runtime.on_model_thread = lambda self, fn, *args: fn(*args)
     runtime = Runtime(bench_settings())
     case_args = build_parser().parse_args(["--tasks", *TASKS])
     case_args.caption_tokens = 20

@@ -197,7 +197,7 @@ class Runtime:
         path, architecture, estimate = located or self._locate(task, spec)
 
         def loader() -> ModelBundle:
-            return self._on_model_thread(self._load, task, path, architecture)
+            return self.on_model_thread(self._load, task, path, architecture)
 
         notify = (lambda key: on_load(key.model_id)) if on_load else None
         key = self.key_for(spec)
@@ -242,7 +242,7 @@ class Runtime:
         For a backend that keeps its own models (a Ray Serve replica); requests here go through the cache.
         """
         path, architecture, _ = self._locate(task, spec)
-        return self._load(task, path, architecture)
+        return self.on_model_thread(self._load, task, path, architecture)
 
     def predict_function(self, task: Task) -> PredictBatch:
         """The task's predict_batch over pinned models, wrapped once with the GPU shim (a no-op off ZeroGPU).
@@ -269,9 +269,10 @@ class Runtime:
                 self._predicts[task.name] = wrapped
             return wrapped
 
-    def _on_model_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` on a thread of its own on CPU, so that no thread serving requests keeps an OpenMP team
-        (mmdemo/model_threads.py); as it is elsewhere (a GPU's work is not OpenMP's)."""
+    def on_model_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` (model work: a load, a predict) on a thread of its own on CPU, so that no thread serving
+        requests keeps an OpenMP team (mmdemo/model_threads.py); in the caller's thread elsewhere (a GPU's work is
+        not OpenMP's)."""
         return run_on_own_thread(fn, *args) if self.device == "cpu" else fn(*args)
 
     def _bundle_for(self, task: Task, key: ModelKey) -> ModelBundle:
@@ -351,7 +352,7 @@ class Runtime:
             inputs = task.preprocess(bundles, inputs)
 
             def run_batch(batch: list[Any]) -> list[Any]:
-                outputs = self._on_model_thread(predict_batch, keys, batch)
+                outputs = self.on_model_thread(predict_batch, keys, batch)
                 if isinstance(outputs, _Refused):
                     raise outputs.error
                 return outputs

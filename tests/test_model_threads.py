@@ -85,6 +85,6 @@ def test_threads_serving_requests_keep_no_openmp_team(tiny_model_dir, parallel_s
 def test_only_cpu_work_moves_to_a_thread_of_its_own(tiny_model_dir, monkeypatch):
     runtime = Runtime(Settings(model_dir=tiny_model_dir, device="cpu"))
     monkeypatch.setattr(runtime, "device", "cuda")  # only the thread choice reads it here
-    assert runtime._on_model_thread(threading.get_ident) == threading.get_ident()
+    assert runtime.on_model_thread(threading.get_ident) == threading.get_ident()
     monkeypatch.setattr(runtime, "device", "cpu")
-    assert runtime._on_model_thread(threading.get_ident) != threading.get_ident()
+    assert runtime.on_model_thread(threading.get_ident) != threading.get_ident()

@@ -133,7 +133,8 @@ class ModelServer:
         try:
             async with self._compute:
                 started = time.perf_counter()
-                outputs = await asyncio.to_thread(_forward, task, models.bundles, [r.inputs for r in requests])
+                outputs = await asyncio.to_thread(self.runtime.on_model_thread, _forward, task, models.bundles,
+                                                  [r.inputs for r in requests])
                 ms = (time.perf_counter() - started) * 1000
         except USER_ERRORS as e:
             return [ServeReply(error=e, replica=self.name)] * len(requests)
