@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import os
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +34,7 @@ from benchmarks.run import (
     build_parser,
     client_args,
     side_study_parser,
+    timed,
     write_table,
 )
 
@@ -117,15 +117,14 @@ def main() -> None:
 
 
 def in_turns(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Two first calls each (loads, caches), then `repeats` rounds calling each once in order: warm medians (ms)."""
+    """Two first calls each (loads, caches), then `repeats` rounds calling each once in order: warm medians (ms).
+    Each call on a thread of its own (`timed`)."""
     for call in calls.values():
-        call(), call()
+        timed(call), timed(call)
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
-            started = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - started) * 1000)
+            times[name].append(timed(call)[0])
     return {name: statistics.median(values) for name, values in times.items()}
 
 

@@ -72,10 +72,16 @@ def _sync() -> None:
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """(milliseconds, result) of one call, the GPU synchronized around it."""
+    """(milliseconds, result) of one call, the GPU synchronized around it.
+
+    The call runs on a thread of its own, as the app runs its model calls: an OpenMP team left on this process's
+    main thread by one variant (the bare call, a peer) would slow every other (mmdemo/model_threads.py).
+    """
+    from mmdemo.model_threads import run_on_own_thread
+
     _sync()
     started = time.perf_counter()
-    result = fn()
+    result = run_on_own_thread(fn)
     _sync()
     return (time.perf_counter() - started) * 1000, result
 
