@@ -216,6 +216,12 @@ def _int8_layer(linear: torch.nn.Linear) -> torch.nn.Module:
     return layer
 
 
+def _converted(module: torch.nn.Module) -> bool:
+    """Whether `quantize_linear` converts the layer: exactly torch.nn.Linear, as quantize_dynamic matches;
+    subclasses (attention's out_proj) keep their own forward."""
+    return type(module) is torch.nn.Linear
+
+
 def _convert_linears(model: torch.nn.Module, convert: Callable[[torch.nn.Linear], torch.nn.Module]) -> torch.nn.Module:
     """Every torch.nn.Linear replaced, in place, by `convert(layer)`: the modules `quantize_dynamic` makes, faster.
 
@@ -226,9 +232,8 @@ def _convert_linears(model: torch.nn.Module, convert: Callable[[torch.nn.Linear]
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    # Exactly torch.nn.Linear, as quantize_dynamic matches: subclasses (attention's out_proj) keep their own forward.
     places = [(parent, name, child) for parent in model.modules() for name, child in parent._modules.items()
-              if type(child) is torch.nn.Linear]  # _modules: named_children() names a layer used twice once
+              if _converted(child)]  # _modules: named_children() names a layer used twice once
     linears = list({id(child): child for _, _, child in places}.values())  # a layer used twice is converted once
     with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
         converted = dict(zip((id(linear) for linear in linears), pool.map(convert, linears), strict=True))
@@ -246,9 +251,9 @@ def _off_the_file(model: torch.nn.Module) -> torch.nn.Module:
     (`disable_mmap`) copied it twice, whole: BLIP VQA's first load and conversion took 6.9 s against 2.6 s this way,
     at the same resident size after (`python -m benchmarks.model_load`).
     """
-    linear = [type(module) is torch.nn.Linear for module in model.modules()]
-    converted = {id(module.weight) for module, is_linear in zip(model.modules(), linear) if is_linear}
-    converted -= {id(param) for module, is_linear in zip(model.modules(), linear) if not is_linear  # tied weights
+    modules = list(model.modules())
+    converted = {id(module.weight) for module in modules if _converted(module)}
+    converted -= {id(param) for module in modules if not _converted(module)  # tied to another layer: copied
                   for param in module._parameters.values()}
     with torch.no_grad():
         for param in model.parameters():  # a tied parameter once
