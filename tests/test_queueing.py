@@ -128,12 +128,11 @@ def test_requests_and_progress_go_through_at_once_without_the_guard(monkeypatch)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         words = ["one", "two", "three", "four"]
-        started = time.perf_counter()
         with ThreadPoolExecutor(len(words)) as pool:
             jobs = list(pool.map(lambda word: client.submit(word, api_name="/shout"), words))
+            # 4 x 0.3 s one after another; without the wake-ups each would wait for the minute's guard
             answers = [job.result(timeout=20) for job in jobs]
         assert answers == ["ONE", "TWO", "THREE", "FOUR"]
-        assert time.perf_counter() - started < 10  # 4 x 0.3 s one after another, not a minute's guard each
         assert set().union(*map(progress_shown, jobs)) == {f"shouting {word}" for word in words}
     finally:
         demo.close()
