@@ -8,7 +8,7 @@ from mmdemo import collector  # noqa: I001  (the standard library only)
 if __name__ == "__main__":
     collector.pause()  # through the heavy imports below and start-up; resumed once the page is served
 
-import mmdemo.devices  # noqa: F401, E402, I001  (next: on ZeroGPU it imports `spaces` before anything touches CUDA)
+import mmdemo.models.devices  # noqa: F401, E402, I001  (next: on ZeroGPU it imports `spaces` before anything touches CUDA)
 
 import logging
 import os

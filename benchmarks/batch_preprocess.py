@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4, help="requests per client per round")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from mmdemo.devices import resolve_device
+    from mmdemo.models.devices import resolve_device
     from mmdemo.runtime import Runtime
     from mmdemo.tasks.base import Task
     from mmdemo.tasks.zero_shot import ZeroShotTask

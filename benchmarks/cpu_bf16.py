@@ -25,8 +25,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mmdemo import registry
-    from mmdemo.devices import cpu_computes_bf16
-    from mmdemo.loading import require_architecture
+    from mmdemo.models.devices import cpu_computes_bf16
+    from mmdemo.models.loading import require_architecture
     from mmdemo.runtime import CPU_DEFAULT_QUANTIZATION, Runtime
 
     if not cpu_computes_bf16():

@@ -1,10 +1,10 @@
-"""`mmdemo.attention` against transformers' own attention: BLIP captioning's generate().
+"""`mmdemo.models.attention` against transformers' own attention: BLIP captioning's generate().
 
 Captioning: the same call (3 beams, 20 new tokens, fp16 weights as the app runs BLIP on CPU) over 1, 4 and 8
 different images, three variants alternating on one loaded model:
 - transformers: its own attention and its own cache;
-- shared cache: `mmdemo.generation.SharedCrossAttentionCache` (the cross-attention half is not copied per step);
-- fused attention: plus `mmdemo.attention` (fused vision attention; one copy of each image's keys and values), the
+- shared cache: `mmdemo.models.generation.SharedCrossAttentionCache` (the cross-attention half is not copied per step);
+- fused attention: plus `mmdemo.models.attention` (fused vision attention; one copy of each image's keys and values), the
   app's path.
 and whether their tokens are equal. Real-size BLIP base with random weights, as in `benchmarks.run`, on the device and
 in the format the app would use (CPU: fp16 weights; CUDA: bf16 where supported). Images from ../shared/media, or
@@ -35,7 +35,7 @@ VARIANTS = ("transformers", "shared cache", "fused attention")
 @contextmanager
 def transformers_attention(model: torch.nn.Module) -> Iterator[None]:
     """`model` with transformers' own attention classes for the duration (loaded models are fused)."""
-    from mmdemo.attention import FUSED_CLASSES
+    from mmdemo.models.attention import FUSED_CLASSES
 
     stock = {fused: original for original, fused in FUSED_CLASSES.items()}
     switched = [(module, type(module)) for module in model.modules() if type(module) in stock]
@@ -74,9 +74,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from mmdemo.devices import dtype_name, resolve_device, resolve_dtype
-    from mmdemo.generation import SharedCrossAttentionCache
-    from mmdemo.loading import load_bundle
+    from mmdemo.models.devices import dtype_name, resolve_device, resolve_dtype
+    from mmdemo.models.generation import SharedCrossAttentionCache
+    from mmdemo.models.loading import load_bundle
     from mmdemo.runtime import CPU_DEFAULT_QUANTIZATION
 
     device = resolve_device("auto")

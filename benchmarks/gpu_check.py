@@ -57,11 +57,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    from tiny_models import ensure_tiny_models
-
     import mmdemo.tasks  # noqa: F401
     from mmdemo.config import Settings
     from mmdemo.runtime import Runtime
+    from mmdemo.testing.tiny_models import ensure_tiny_models
 
     cuda = torch.cuda.is_available()
     allocated = torch.cuda.memory_allocated if cuda else (lambda: 0)

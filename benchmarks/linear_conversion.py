@@ -1,5 +1,5 @@
 """Converting a model's Linear layers to its CPU format: torch's `quantize_dynamic` against
-`mmdemo.loading.quantize_linear` (one pack per layer, on all torch threads), alternating, each on a freshly loaded
+`mmdemo.models.loading.quantize_linear` (one pack per layer, on all torch threads), alternating, each on a freshly loaded
 model (mapped and copied off the file, as the app loads it); and whether the converted models give the same outputs.
 BLIP VQA base to fp16 weights (real size, random weights); the offline pack's Whisper base and tiny.en to int8.
 
@@ -28,7 +28,7 @@ def main() -> None:
     import transformers
     from torch.ao.quantization import float16_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
-    from mmdemo.loading import _int8_linear_class, _off_the_file, architecture_of, quantize_linear
+    from mmdemo.models.loading import _int8_linear_class, _off_the_file, architecture_of, quantize_linear
 
     def torch_way(kind: str) -> Callable[[torch.nn.Module], torch.nn.Module]:
         qconfig, dtype = (float16_dynamic_qconfig, torch.float16) if kind == "fp16" else \

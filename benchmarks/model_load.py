@@ -1,5 +1,5 @@
 """A CPU model's first load: its checkpoint read into memory (transformers' `disable_mmap`) against mapped and
-copied off the file (`mmdemo.loading._off_the_file`), both then converted to the model's CPU format.
+copied off the file (`mmdemo.models.loading._off_the_file`), both then converted to the model's CPU format.
 
 What a visitor's first click on a tab waits for, so each load runs in a fresh process, as in a freshly started app
 (the model code imported first, as the app does in the background once the page is served); the two ways alternate.
@@ -31,7 +31,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.child:
         return load_once(*args.child)
-    from mmdemo.loading import architecture_of
+    from mmdemo.models.loading import architecture_of
     from mmdemo.runtime import CPU_DEFAULT_QUANTIZATION
 
     paths = sorted(config.parent for config in bench_settings().model_dir.glob("*/*/config.json"))
@@ -66,7 +66,7 @@ def load_once(way: str, path: str, fmt: str) -> None:
     import psutil
     import torch
 
-    from mmdemo.loading import _model_class, _off_the_file, architecture_of, quantize_linear
+    from mmdemo.models.loading import _model_class, _off_the_file, architecture_of, quantize_linear
 
     cls = _model_class(architecture_of(Path(path)))  # the model code, imported before the clock starts
     started = time.perf_counter()

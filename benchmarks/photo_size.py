@@ -1,5 +1,5 @@
 """A phone photo through each image task, three ways: decoded in full and handed to the processor (its one-step
-resize from 12 megapixels); decoded in full, then reduced for the processor (`mmdemo.pixels`); and decoded at the
+resize from 12 megapixels); decoded in full, then reduced for the processor (`mmdemo.media.pixels`); and decoded at the
 JPEG scale that keeps `mmdemo.media.DECODE_SIDE`, then reduced (what the app does).
 
 `Runtime.run` in this process on the benchmark models (real size, random weights), the three ways alternating call
@@ -50,8 +50,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import mmdemo.media
-    import mmdemo.pixels
-    from mmdemo.devices import resolve_device
+    import mmdemo.media.pixels
+    from mmdemo.models.devices import resolve_device
     from mmdemo.runtime import Runtime
 
     settings = bench_settings()
@@ -60,7 +60,7 @@ def main() -> None:
     images = {"12 MP JPEG": phone_photo(folder), "451 x 300 PNG": IMAGE}
     case_args = build_parser().parse_args(["--tasks", *args.tasks])
     case_args.caption_tokens = 20
-    gap, decode_defaults = mmdemo.pixels.REDUCING_GAP, dict(mmdemo.media.load_image.__kwdefaults__)
+    gap, decode_defaults = mmdemo.media.pixels.REDUCING_GAP, dict(mmdemo.media.load_image.__kwdefaults__)
     rows = [f"| case | image | {' (ms) | '.join(WAYS)} (ms) | first / last | same output |",
             "|---|---|---|---|---|---|---|"]
     for case in build_cases(case_args):
@@ -71,7 +71,7 @@ def main() -> None:
             try:
                 for repeat in range(args.repeats + 1):  # the first call of each way warms up (and loads)
                     for way in WAYS:
-                        mmdemo.pixels.REDUCING_GAP = float("inf") if way == WAYS[0] else gap
+                        mmdemo.media.pixels.REDUCING_GAP = float("inf") if way == WAYS[0] else gap
                         # The decode side is load_image's keyword default, read at each call.
                         mmdemo.media.load_image.__kwdefaults__["decode_side"] = (
                             decode_defaults["decode_side"] if way == WAYS[2] else 1 << 30)
@@ -81,7 +81,7 @@ def main() -> None:
                             times[way].append((time.perf_counter() - started) * 1000)
                         outputs[way] = result_output(case, result)
             finally:
-                mmdemo.pixels.REDUCING_GAP = gap
+                mmdemo.media.pixels.REDUCING_GAP = gap
                 mmdemo.media.load_image.__kwdefaults__.update(decode_defaults)
             ms = [statistics.median(times[way]) for way in WAYS]
             same = len({repr(output) for output in outputs.values()}) == 1

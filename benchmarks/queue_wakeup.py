@@ -35,7 +35,8 @@ def main() -> None:
     import psutil
 
     from mmdemo.runtime import Runtime
-    from mmdemo.ui import build_demo, queueing
+    from mmdemo.ui import build_demo
+from mmdemo.ui.gradio_patches import queueing
 
     settings = bench_settings()
     runtime = Runtime(settings)

@@ -85,14 +85,14 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(REPO / "tests"))
-    from tiny_models import ensure_tiny_models
+    from mmdemo.serving.frontend import RayRuntime
 
     import mmdemo.tasks  # noqa: F401
     from mmdemo.config import Settings, default_model_dir
     from mmdemo.runtime import Runtime
     from mmdemo.serving import cluster
     from mmdemo.serving.config import load_config
-    from mmdemo.serving.frontend import RayRuntime
+    from mmdemo.testing.tiny_models import ensure_tiny_models
 
     models = model_dir(ensure_tiny_models(REPO / ".pytest_cache" / "tiny-models"), default_model_dir())
     speech_model = REAL_SPEECH_MODEL if (models / REAL_SPEECH_MODEL).exists() else "openai/whisper-tiny"

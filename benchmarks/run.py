@@ -77,7 +77,7 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     The call runs on a thread of its own, as the app runs its model calls: an OpenMP team left on this process's
     main thread by one variant (the bare call, a peer) would slow every other (mmdemo/model_threads.py).
     """
-    from mmdemo.model_threads import run_on_own_thread
+    from mmdemo.runtime.model_threads import run_on_own_thread
 
     _sync()
     started = time.perf_counter()
@@ -393,7 +393,7 @@ def bench_app(cases: list[Case], app: AppProcess, repeats: int) -> tuple[dict[st
 
 def own_images(case: Case, clients: int, folder: Path) -> list[Case]:
     """The case once per client, each with its own copy of the case's images (the client's number as a mark in a
-    corner): requests batched together then never send the same image, which would share work (mmdemo.attention)."""
+    corner): requests batched together then never send the same image, which would share work (mmdemo.models.attention)."""
     from PIL import Image, ImageDraw
 
     copies = []
@@ -556,7 +556,7 @@ class InProcess:
         import torch
         import transformers
 
-        from mmdemo.loading import quantize_linear
+        from mmdemo.models.loading import quantize_linear
 
         config = json.loads((self.path(model_id) / "config.json").read_text())
         cls = getattr(transformers, config["architectures"][0])

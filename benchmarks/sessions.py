@@ -1,4 +1,4 @@
-"""What a Gradio session costs this app: Gradio's own `SessionState` against `mmdemo.ui.sessions.LazySessionState`.
+"""What a Gradio session costs this app: Gradio's own `SessionState` against `mmdemo.ui.gradio_patches.sessions.LazySessionState`.
 
 A session starts at a visitor's first event, and for every API call that sends no session hash (curl, fetch). For
 each class: the CPU time and memory to start one session of this app, and the round trip of a plain-HTTP call of
@@ -23,7 +23,8 @@ def main() -> None:
     import mmdemo.tasks  # noqa: F401
     from mmdemo.config import Settings
     from mmdemo.runtime import Runtime
-    from mmdemo.ui import build_demo, sessions
+    from mmdemo.ui import build_demo
+    from mmdemo.ui.gradio_patches import sessions
 
     demo = build_demo(Runtime(Settings(device="cpu")))
     classes = {"Gradio's SessionState": sessions.GRADIO_SESSION_STATE, "LazySessionState": sessions.LazySessionState}

@@ -1,4 +1,4 @@
-"""Before/after for mmdemo.whisper_greedy: the speech task's transcription with transformers' generate() and with
+"""Before/after for mmdemo.tasks.speech.greedy: the speech task's transcription with transformers' generate() and with
 the greedy decoder, on the same loaded model and clips, alternating, in one run; the transcripts must be equal.
 
     python -m benchmarks.whisper_decoding [--models openai/whisper-tiny.en openai/whisper-base] [--repeats 5]
@@ -21,10 +21,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from mmdemo.config import default_model_dir  # noqa: E402
-from mmdemo.loading import load_bundle  # noqa: E402
 from mmdemo.media import load_audio  # noqa: E402
+from mmdemo.models.loading import load_bundle  # noqa: E402
 from mmdemo.tasks.base import ModelSpec  # noqa: E402
-from mmdemo.tasks.speech import SpeechInputs, _transcribe, _transcribe_with_generate  # noqa: E402
+from mmdemo.tasks.speech.task import SpeechInputs, _transcribe, _transcribe_with_generate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO.parent / "shared" / "media"

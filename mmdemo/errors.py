@@ -1,11 +1,15 @@
 """The project's error types: user-facing problems carry one actionable line."""
 
 
-class InputError(ValueError):
-    """Something the visitor gave cannot be used; the message is shown to them as-is."""
+class VisitorError(Exception):
+    """A problem whose message is meant for the visitor, shown as-is in the UI and the API (one actionable line)."""
 
 
-class ModelUnavailableError(RuntimeError):
+class InputError(VisitorError, ValueError):
+    """Something the visitor gave cannot be used."""
+
+
+class ModelUnavailableError(VisitorError, RuntimeError):
     """A model cannot be found or loaded; the message names the model and how to provide it."""
 
 
@@ -13,5 +17,5 @@ class ModelTooLargeError(ModelUnavailableError):
     """One model alone does not fit the memory budget."""
 
 
-class BusyError(RuntimeError):
+class BusyError(VisitorError, RuntimeError):
     """The app cannot take this request now (memory held by running requests, full queue)."""

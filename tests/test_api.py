@@ -35,8 +35,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def url(tiny_model_dir):
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
+def url(tiny_runtime):
+    runtime = tiny_runtime()
     demo = build_demo(runtime)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

@@ -14,10 +14,10 @@ from transformers.models.blip.modeling_blip_text import BlipTextSelfAttention
 
 import mmdemo.tasks  # noqa: F401  (registers the tasks)
 from mmdemo import registry
-from mmdemo.attention import FusedBlipAttention, SharedImageCrossAttention, fuse_attention, repeated_rows
 from mmdemo.config import Settings
-from mmdemo.generation import SharedCrossAttentionCache
 from mmdemo.media import load_image
+from mmdemo.models.attention import FusedBlipAttention, SharedImageCrossAttention, fuse_attention, repeated_rows
+from mmdemo.models.generation import SharedCrossAttentionCache
 from mmdemo.runtime import Runtime
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -125,8 +125,8 @@ def test_blip_vqa_answers_are_unchanged(tiny_model_dir):
             assert torch.equal(got, expected)
 
 
-def test_the_runtime_loads_blip_fused_and_leaves_other_models_alone(tiny_model_dir):
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
+def test_the_runtime_loads_blip_fused_and_leaves_other_models_alone(tiny_runtime):
+    runtime = tiny_runtime()
     for task_name, model_id, expected in (
             ("captioning", "Salesforce/blip-image-captioning-base", {FusedBlipAttention, SharedImageCrossAttention}),
             ("vqa", "Salesforce/blip-vqa-base", {FusedBlipAttention, SharedImageCrossAttention}),

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mmdemo.batching import Batcher
+from mmdemo.runtime.batching import Batcher
 
 
 class Recorder:

@@ -25,11 +25,11 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 import mmdemo.runtime
 import mmdemo.tasks  # noqa: F401  (registers the tasks)
-from mmdemo import offline_pack
 from mmdemo.config import Settings, default_model_dir
 from mmdemo.media import NOT_AN_IMAGE
+from mmdemo.offline import packs as offline_pack
 from mmdemo.runtime import Runtime
-from mmdemo.tasks.sentiment import NO_INPUT
+from mmdemo.tasks.sentiment.task import NO_INPUT
 from mmdemo.ui import STYLE, build_demo
 
 pytestmark = pytest.mark.browser

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mmdemo.cache import ModelCache, ModelKey, measure_nbytes
 from mmdemo.errors import BusyError, ModelTooLargeError
+from mmdemo.runtime.cache import ModelCache, ModelKey, measure_nbytes
 
 
 class FakeModel:
@@ -256,7 +256,7 @@ def test_measure_nbytes_counts_tied_weights_once():
 @pytest.mark.parametrize(("kind", "weight_bytes"), [(None, 4), ("fp16", 2), ("int8", 1)])
 def test_module_nbytes_counts_quantized_weights_as_stored(kind, weight_bytes):
     torch = pytest.importorskip("torch")
-    from mmdemo.loading import module_nbytes, quantize_linear
+    from mmdemo.models.loading import module_nbytes, quantize_linear
 
     model = torch.nn.Sequential(torch.nn.LayerNorm(64), torch.nn.Linear(64, 32))
     if kind:
@@ -271,7 +271,7 @@ def test_int8_layers_quantize_activations_to_8_bits_where_the_cpu_multiplies_the
     torch = pytest.importorskip("torch")
     import copy
 
-    from mmdemo import loading
+    from mmdemo.models import loading
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)).eval()
@@ -303,7 +303,7 @@ def test_converted_layers_are_torch_quantize_dynamic_modules_with_the_same_outpu
     import transformers
     from torch.ao.quantization import float16_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
-    from mmdemo.loading import _int8_linear_class, quantize_linear
+    from mmdemo.models.loading import _int8_linear_class, quantize_linear
 
     path = tiny_model_dir / "cardiffnlp/twitter-roberta-base-sentiment-latest"
     model = transformers.AutoModelForSequenceClassification.from_pretrained(path).eval()
@@ -350,7 +350,7 @@ def test_a_quantized_model_keeps_nothing_of_its_mapped_file(tiny_model_dir, tmp_
     torch = pytest.importorskip("torch")
     import transformers
 
-    from mmdemo.loading import load_bundle, quantize_linear
+    from mmdemo.models.loading import load_bundle, quantize_linear
 
     maps = Path("/proc/self/maps")
     if not maps.exists():
@@ -383,7 +383,7 @@ def test_a_quantized_model_keeps_nothing_of_its_mapped_file(tiny_model_dir, tmp_
 
 def test_tied_weights_stay_tied_when_copied_off_the_file():
     torch = pytest.importorskip("torch")
-    from mmdemo.loading import _off_the_file
+    from mmdemo.models.loading import _off_the_file
 
     model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 10),
                                 torch.nn.Linear(4, 4))

@@ -105,14 +105,14 @@ def test_app_py_resumes_the_collector_once_served_and_the_model_code_imported(ti
         assert frozen > 100_000
 
 
-def test_settling_runs_before_a_load_waiting_for_the_model_code_goes_ahead(tiny_model_dir):
+def test_settling_runs_before_a_load_waiting_for_the_model_code_goes_ahead(tiny_runtime):
     """The freeze must not catch a model half loaded: loads wait for the import, and `then` runs before they go."""
     import threading
 
     from mmdemo.config import Settings
     from mmdemo.runtime import Runtime
 
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, device="cpu"))
+    runtime = tiny_runtime()
     loads_released: list[bool] = []
     done = threading.Event()
 

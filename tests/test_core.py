@@ -12,9 +12,9 @@ import mmdemo.tasks  # noqa: F401
 from mmdemo import registry
 from mmdemo.config import Settings, parse_bytes, settings_from_args, settings_from_env
 from mmdemo.errors import ModelUnavailableError
-from mmdemo.sources import HubProbe, ModelLocator, local_model_dir
-from mmdemo.subtitles import render, to_srt, to_vtt
+from mmdemo.models.sources import HubProbe, ModelLocator, local_model_dir
 from mmdemo.tasks.base import Task
+from mmdemo.tasks.speech.subtitles import render, to_srt, to_vtt
 from mmdemo.tasks.vqa import VqaTask
 
 

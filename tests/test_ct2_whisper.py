@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmdemo.ct2_whisper import (
+from mmdemo.offline.ct2_whisper import (
     Ct2FormatError,
     Ct2Model,
     convert_ct2_whisper,

@@ -1,4 +1,4 @@
-"""Late fusion math on hand-computed cases: mmdemo.fusion."""
+"""Late fusion math on hand-computed cases: mmdemo.tasks.sentiment.fusion."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from mmdemo import fusion
 from mmdemo.errors import InputError
+from mmdemo.tasks.sentiment import fusion
 
 TEXT = (0.7, 0.2, 0.1)
 IMAGE = (0.2, 0.3, 0.5)

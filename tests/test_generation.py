@@ -12,9 +12,9 @@ import transformers
 import mmdemo.tasks  # noqa: F401  (registers the tasks)
 from mmdemo import registry
 from mmdemo.config import Settings
-from mmdemo.generation import CROSS_ATTENTION_DECODERS, SharedCrossAttentionCache, cache_kwargs
 from mmdemo.media import load_image
-from mmdemo.pixels import reduce_for
+from mmdemo.media.pixels import reduce_for
+from mmdemo.models.generation import CROSS_ATTENTION_DECODERS, SharedCrossAttentionCache, cache_kwargs
 from mmdemo.runtime import Runtime
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -49,8 +49,8 @@ def test_only_cross_attention_decoders_get_the_cache():
 
 
 @pytest.mark.parametrize("model_id", ["Salesforce/blip-image-captioning-base", "nlpconnect/vit-gpt2-image-captioning"])
-def test_batched_beam_search_equals_transformers_own_cache(tiny_model_dir, model_id, monkeypatch):
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize="none"))
+def test_batched_beam_search_equals_transformers_own_cache(tiny_runtime, model_id, monkeypatch):
+    runtime = tiny_runtime(quantize="none")
     task = registry.get("captioning")
     spec = task.model_spec(model_id)
     inputs = [task.validate({"image": str(path), "model": model_id, "num_beams": 3, "num_captions": 3,

@@ -43,12 +43,12 @@ from test_bad_inputs import (  # noqa: F401  (one_torch_thread is an autouse fix
     without_timing,
 )
 
-import mmdemo.ui.speech
+import mmdemo.ui.tabs.speech
 from mmdemo import registry
-from mmdemo.cache import ModelCache
 from mmdemo.config import Settings
-from mmdemo.loading import ModelBundle
+from mmdemo.models.loading import ModelBundle
 from mmdemo.runtime import Runtime
+from mmdemo.runtime.cache import ModelCache
 
 pytestmark = pytest.mark.load
 
@@ -177,10 +177,9 @@ def test_crowd_of_clients_gets_only_their_own_answers(tiny_model_dir, tmp_path, 
 # ---------------------------------------------------------------- a budget for two models, four in rotation
 
 
-def loaded_sizes(tiny_model_dir: Path, models: tuple[tuple[str, str], ...] = BLIPS,
-                 quantize: str = "auto") -> dict[str, int]:
+def loaded_sizes(tiny_model_dir: Path, models: tuple[tuple[str, str], ...] = BLIPS, quantize: str = "auto") -> dict[str, int]:
     """Each (task, model)'s bytes as the cache accounts them."""
-    probe = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize=quantize))
+    probe = local_runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize=quantize))
     for task, model in models:
         probe.preload(task, model)
     return {entry["model"]: entry["bytes"] for entry in probe.cache_report()["entries"]}
@@ -272,8 +271,8 @@ def test_quantized_models_leave_the_heap_when_freed(tiny_model_dir, tmp_path, qu
 
     import transformers
 
-    from mmdemo.cache import release_memory
-    from mmdemo.loading import load_bundle
+    from mmdemo.models.loading import load_bundle
+    from mmdemo.runtime.cache import release_memory
 
     tiny = tiny_model_dir / "cardiffnlp/twitter-roberta-base-sentiment-latest"
     config = transformers.AutoConfig.from_pretrained(tiny)
@@ -302,13 +301,13 @@ def test_quantized_models_leave_the_heap_when_freed(tiny_model_dir, tmp_path, qu
     assert slope < 8e6, f"RSS grows {slope / 1e6:.1f} MB per load-and-free cycle: {[round(r / 1e6) for r in rss]} MB"
 
 
-def test_request_needing_more_models_than_the_budget_holds_fails_fast(tiny_model_dir):
+def test_request_needing_more_models_than_the_budget_holds_fails_fast(tiny_model_dir, tiny_runtime):
     """A sentiment request with a text and an image pins two models; under a budget that holds either one but not
     both it can never run, and the visitor should hear that at once rather than wait and be told to try again."""
     sizes = loaded_sizes(tiny_model_dir, (("sentiment", ROBERTA), ("zero_shot", CLIP)))
     budget = max(sizes.values()) + 1
     assert budget < sum(sizes.values())
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, device="cpu"), cache=ModelCache(budget, wait_seconds=3))
+    runtime = tiny_runtime(cache=ModelCache(budget, wait_seconds=3))
     started = time.perf_counter()
     with pytest.raises(Exception) as info:
         runtime.run("sentiment", {"text": "great", "image": str(CAT), "text_model": ROBERTA})
@@ -357,11 +356,11 @@ def test_full_queue_says_busy_instead_of_stalling(tiny_model_dir, monkeypatch):
 # ---------------------------------------------------------------- a long run
 
 
-def test_a_thousand_sequential_requests_leak_neither_memory_nor_files(tiny_model_dir, tmp_path, monkeypatch):
+def test_a_thousand_sequential_requests_leak_neither_memory_nor_files(tiny_runtime, tmp_path, monkeypatch):
     """In-process through Runtime.run (the API would take too long here); transcripts written as the tab does."""
     downloads = tmp_path / "transcripts"
-    monkeypatch.setattr(mmdemo.ui.speech, "DOWNLOAD_ROOT", downloads)
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
+    monkeypatch.setattr(mmdemo.ui.tabs.speech, "DOWNLOAD_ROOT", downloads)
+    runtime = tiny_runtime()
     small = np.asarray(Image.open(CAT).convert("RGB").resize((64, 48)))
     clip = str(write_clip(tmp_path / "clip.wav", 2.0))
     # Mostly the cheapest model-backed request (a tiny text classifier), so that a thousand fit in the test's
@@ -389,7 +388,7 @@ def test_a_thousand_sequential_requests_leak_neither_memory_nor_files(tiny_model
         task, raw = speech if number % 100 == 99 else caption if number % 50 == 24 else cycle[number % len(cycle)]
         result = runtime.run(task, raw)
         if task == "speech":
-            mmdemo.ui.speech.write_downloads(result)
+            mmdemo.ui.tabs.speech.write_downloads(result)
             speech_results += 1
         if number + 1 == SOAK_WARM_UP:
             gc.collect()
@@ -408,9 +407,9 @@ def test_a_thousand_sequential_requests_leak_neither_memory_nor_files(tiny_model
     assert len(folders) == speech_results
     assert all(sorted(f.name for f in folder.iterdir()) == ["transcript.srt", "transcript.txt", "transcript.vtt"]
                for folder in folders)
-    hour_ago = time.time() - mmdemo.ui.speech.KEEP_DOWNLOADS_SECONDS - 1
+    hour_ago = time.time() - mmdemo.ui.tabs.speech.KEEP_DOWNLOADS_SECONDS - 1
     for folder in folders:
         os.utime(folder, (hour_ago, hour_ago))
-    mmdemo.ui.speech.write_downloads(runtime.run(*speech))
+    mmdemo.ui.tabs.speech.write_downloads(runtime.run(*speech))
     assert len(list(downloads.iterdir())) == 1
 

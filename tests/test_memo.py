@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from mmdemo.memo import Memo
+from mmdemo.models.memo import Memo
 
 
 def squares(calls: list[list[int]]):

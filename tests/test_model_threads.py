@@ -14,8 +14,8 @@ import torch
 import mmdemo.tasks  # noqa: F401  (registers the tasks)
 from mmdemo import registry
 from mmdemo.config import Settings
-from mmdemo.model_threads import run_on_own_thread
 from mmdemo.runtime import Runtime
+from mmdemo.runtime.model_threads import run_on_own_thread
 
 SENTIMENT = {"text": "What a lovely day", "model": "cardiffnlp/twitter-roberta-base-sentiment-latest"}
 TASKS = Path("/proc/self/task")
@@ -53,8 +53,8 @@ def parallel_sentiment(monkeypatch):
 
 
 @pytest.mark.skipif(not TASKS.is_dir() or (os.cpu_count() or 1) < 2, reason="needs Linux's /proc and 2 CPUs")
-def test_threads_serving_requests_keep_no_openmp_team(tiny_model_dir, parallel_sentiment):
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, device="cpu"))
+def test_threads_serving_requests_keep_no_openmp_team(tiny_runtime, parallel_sentiment):
+    runtime = tiny_runtime()
     answers = []
     runtime.run("sentiment", SENTIMENT)  # loads the model; lazily started native pools start here
     baseline = native_threads()
@@ -82,8 +82,8 @@ def test_threads_serving_requests_keep_no_openmp_team(tiny_model_dir, parallel_s
     assert len(parallel_sentiment) == 5 and not set(servers) & set(parallel_sentiment)  # never on a server's thread
 
 
-def test_only_cpu_work_moves_to_a_thread_of_its_own(tiny_model_dir, monkeypatch):
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, device="cpu"))
+def test_only_cpu_work_moves_to_a_thread_of_its_own(tiny_runtime, monkeypatch):
+    runtime = tiny_runtime()
     monkeypatch.setattr(runtime, "device", "cuda")  # only the thread choice reads it here
     assert runtime.on_model_thread(threading.get_ident) == threading.get_ident()
     monkeypatch.setattr(runtime, "device", "cpu")

@@ -13,9 +13,10 @@ import pytest
 import torch
 from test_ct2_whisper import make_ct2_whisper_dir
 
-from mmdemo import models, offline_pack
 from mmdemo.config import default_model_dir
-from mmdemo.offline_pack import (
+from mmdemo.offline import cli as models
+from mmdemo.offline import packs as offline_pack
+from mmdemo.offline.packs import (
     MARKER_FILE,
     PACKS,
     Member,

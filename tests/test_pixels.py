@@ -1,4 +1,4 @@
-"""mmdemo.pixels: large images reduced for a processor give the processor's own pixel values within a grey level or
+"""mmdemo.media.pixels: large images reduced for a processor give the processor's own pixel values within a grey level or
 two, at the sizes worked out from each image processor's settings; small images pass untouched."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import transformers
 from PIL import Image
 
-from mmdemo.pixels import REDUCING_GAP, output_size, reduce_for
+from mmdemo.media.pixels import REDUCING_GAP, output_size, reduce_for
 
 MERLION = Path(__file__).resolve().parents[2] / "shared" / "media" / "images" / "merlion.jpg"  # 1192 x 874
 needs_merlion = pytest.mark.skipif(not MERLION.is_file(), reason=f"{MERLION} not available (the shared media)")

@@ -18,8 +18,9 @@ from gradio_client import Client
 import mmdemo.tasks  # noqa: F401
 from mmdemo.config import Settings
 from mmdemo.runtime import Runtime
-from mmdemo.ui import build_demo, queueing
-from mmdemo.ui.queueing import GRADIO_QUEUE, WakingQueue
+from mmdemo.ui import build_demo
+from mmdemo.ui.gradio_patches import queueing
+from mmdemo.ui.gradio_patches.queueing import GRADIO_QUEUE, WakingQueue
 
 # Gradio 6.31's loops, which WakingQueue's follow line by line apart from their waits. Another Gradio fails here:
 # reread its `Queue.start_processing` and `Queue.start_progress_updates`, carry the change over, then update these.
@@ -29,8 +30,8 @@ GRADIO_LOOPS_SHA256 = {
 }
 
 
-def test_building_the_app_gives_it_a_waking_queue(tiny_model_dir):
-    demo = build_demo(Runtime(Settings(model_dir=tiny_model_dir, device="cpu")))
+def test_building_the_app_gives_it_a_waking_queue(tiny_runtime):
+    demo = build_demo(tiny_runtime())
     assert type(demo._queue) is WakingQueue
     assert GRADIO_QUEUE is not WakingQueue and GRADIO_QUEUE.__module__ == "gradio.queueing"
 

@@ -149,12 +149,13 @@ def _test_config():
 
 
 @pytest.fixture(scope="module")
-def backend(tiny_model_dir):
+def backend(tiny_model_dir, tiny_runtime):
+    from mmdemo.serving.frontend import RayRuntime
+
     import mmdemo.tasks  # noqa: F401
     from mmdemo.config import Settings
     from mmdemo.runtime import Runtime
     from mmdemo.serving import cluster
-    from mmdemo.serving.frontend import RayRuntime
     from mmdemo.ui import build_demo
 
     started = time.time()
@@ -172,7 +173,7 @@ def backend(tiny_model_dir):
         cluster.start_local(config, num_cpus=2, object_store_bytes=100 * 1024**2)
         cluster.deploy(settings, config)
         runtime = RayRuntime(settings, config=config)
-        local_runtime = Runtime(Settings(model_dir=tiny_model_dir, device="cpu", memory_budget=4 * 1024**3))
+        local_runtime = tiny_runtime()
         urls = []
         for each in (runtime, local_runtime):
             demo = build_demo(each)

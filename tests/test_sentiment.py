@@ -13,12 +13,12 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 import mmdemo.tasks  # noqa: F401  (registers the tasks)
-from mmdemo import fusion
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
 from mmdemo.media import NOT_AN_IMAGE
 from mmdemo.runtime import Runtime
-from mmdemo.tasks.sentiment import (
+from mmdemo.tasks.sentiment import fusion
+from mmdemo.tasks.sentiment.task import (
     LABELS,
     NO_INPUT,
     SST2_MAPPING_NOTE,
@@ -83,8 +83,8 @@ def test_vader_mapping_by_hand():
 
 
 @pytest.fixture(scope="module")
-def runtime(tiny_model_dir) -> Runtime:
-    return Runtime(Settings(model_dir=tiny_model_dir, device="cpu"))
+def runtime(tiny_runtime) -> Runtime:
+    return tiny_runtime()
 
 
 def entries_of(runtime: Runtime, model_id: str) -> list[dict]:
@@ -141,7 +141,7 @@ def test_audio_only_transcribes_and_reads_the_transcript(runtime):
 
 
 def recompute(method: str, probs: dict[str, tuple[float, ...]], weights: dict[str, float]) -> tuple[float, ...]:
-    """The fusion formulas written out again, independently of mmdemo.fusion."""
+    """The fusion formulas written out again, independently of mmdemo.tasks.sentiment.fusion."""
     if method == fusion.PRODUCT_OF_EXPERTS:
         products = [math.prod(max(p[k], 1e-6) for p in probs.values()) for k in range(3)]
         return tuple(x / sum(products) for x in products)
@@ -172,8 +172,8 @@ def test_all_three_with_ablation_matching_a_hand_recomputation(runtime, method):
 
 
 @needs_shared_media
-def test_image_shares_the_zero_shot_tabs_clip_entry(tiny_model_dir):
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, device="cpu"))
+def test_image_shares_the_zero_shot_tabs_clip_entry(tiny_runtime):
+    runtime = tiny_runtime()
     runtime.run("zero_shot", {"image": str(CAT), "labels": "cat, dog"})
     runtime.run("sentiment", {"image": str(CAT)})
     clip = entries_of(runtime, CLIP)
@@ -181,8 +181,8 @@ def test_image_shares_the_zero_shot_tabs_clip_entry(tiny_model_dir):
 
 
 @needs_shared_media
-def test_audio_shares_the_speech_tabs_whisper_entry(tiny_model_dir):
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, device="cpu"))
+def test_audio_shares_the_speech_tabs_whisper_entry(tiny_runtime):
+    runtime = tiny_runtime()
     runtime.run("speech", {"audio": str(JFK)})
     runtime.run("sentiment", {"audio": str(JFK), "text_model": VADER})
     whisper = entries_of(runtime, WHISPER)
@@ -190,8 +190,8 @@ def test_audio_shares_the_speech_tabs_whisper_entry(tiny_model_dir):
     assert [e["model"] for e in runtime.cache_report()["entries"]] == [WHISPER]  # VADER is no cache entry
 
 
-def test_vader_needs_no_model(tiny_model_dir):
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, device="cpu"))
+def test_vader_needs_no_model(tiny_runtime):
+    runtime = tiny_runtime()
     result = runtime.run("sentiment", {"text": "This is a wonderful, happy day!", "text_model": VADER})
     assert result["label"] == "positive"
     assert result["provenance"]["models"] == {}
@@ -205,8 +205,8 @@ def test_no_input_at_all(runtime, raw):
     assert str(error.value) == NO_INPUT
 
 
-def test_all_weights_zero_fails_before_loading(tiny_model_dir):
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, device="cpu"))
+def test_all_weights_zero_fails_before_loading(tiny_runtime):
+    runtime = tiny_runtime()
     with pytest.raises(InputError, match="are 0: give at least one of them a weight above 0"):
         runtime.run("sentiment", {"text": "fine", "text_weight": 0, "image_weight": 2})
     assert runtime.cache_report()["entries"] == []
@@ -263,10 +263,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def client(tiny_model_dir):
+def client(tiny_runtime):
     from mmdemo.ui import build_demo
 
-    demo = build_demo(Runtime(Settings(model_dir=tiny_model_dir, device="cpu")))
+    demo = build_demo(tiny_runtime())
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         yield Client(demo.local_url, verbose=False)
@@ -310,7 +310,7 @@ def test_api_text_file_renamed_png(client, tmp_path):
 
 
 def test_render_shows_the_verdict_table_chart_and_ablation(runtime):
-    from mmdemo.ui.sentiment import render
+    from mmdemo.ui.tabs.sentiment import render
 
     result = runtime.run("sentiment", {"text": "great", "image": str(CAT), "text_model": VADER})
     label, summary, rows, plot, transcript, provenance = render(result)
@@ -321,10 +321,10 @@ def test_render_shows_the_verdict_table_chart_and_ablation(runtime):
     assert transcript == "" and CLIP in provenance
 
 
-def test_text_model_choice_offers_vader_and_defaults_to_it_offline_without_text_models(tiny_model_dir, monkeypatch):
-    from mmdemo.ui.sentiment import text_model_dropdown
+def test_text_model_choice_offers_vader_and_defaults_to_it_offline_without_text_models(tiny_runtime, monkeypatch):
+    from mmdemo.ui.tabs.sentiment import text_model_dropdown
 
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, device="cpu"))
+    runtime = tiny_runtime()
     monkeypatch.setattr(runtime, "hub_reachable", lambda: False)
     with_models = text_model_dropdown(runtime)
     assert [value for _, value in with_models.choices] == [ROBERTA, DISTILBERT, VADER]

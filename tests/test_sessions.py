@@ -13,12 +13,12 @@ import mmdemo.tasks  # noqa: F401
 from mmdemo.config import Settings
 from mmdemo.runtime import Runtime
 from mmdemo.ui import build_demo
-from mmdemo.ui.sessions import GRADIO_SESSION_STATE, LazySessionState
+from mmdemo.ui.gradio_patches.sessions import GRADIO_SESSION_STATE, LazySessionState
 
 
 @pytest.fixture(scope="module")
-def demo(tiny_model_dir):
-    return build_demo(Runtime(Settings(model_dir=tiny_model_dir, device="cpu")))
+def demo(tiny_runtime):
+    return build_demo(tiny_runtime())
 
 
 def configs(session) -> list[dict]:

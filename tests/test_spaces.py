@@ -29,14 +29,15 @@ from packaging.specifiers import SpecifierSet
 from PIL import Image
 
 import mmdemo.tasks  # noqa: F401  (registers the tasks)
-from mmdemo import devices, registry
+from mmdemo import registry
 from mmdemo.config import Settings
 from mmdemo.errors import ModelUnavailableError
 from mmdemo.media import AudioClip
+from mmdemo.models import devices
 from mmdemo.runtime import Runtime
 from mmdemo.tasks.base import DEFAULT_GPU_SECONDS, GPU_SETUP_SECONDS, Task
 from mmdemo.tasks.captioning import CaptionInputs, CaptionOptions
-from mmdemo.tasks.speech import SpeechInputs
+from mmdemo.tasks.speech.task import SpeechInputs
 from mmdemo.tasks.zero_shot import ENSEMBLE_TEMPLATES, ZeroShotInputs
 
 REPO = Path(__file__).resolve().parents[1]

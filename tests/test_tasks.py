@@ -20,7 +20,7 @@ from mmdemo import registry
 from mmdemo.config import Settings
 from mmdemo.errors import InputError, ModelUnavailableError
 from mmdemo.media import load_image
-from mmdemo.pixels import reduce_for
+from mmdemo.media.pixels import reduce_for
 from mmdemo.runtime import Runtime
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
@@ -31,9 +31,9 @@ SPEECH_16K = ASSETS / "librispeech_61-70968-0002.wav"  # 16 kHz mono: no resampl
 
 
 @pytest.fixture(scope="module")
-def runtime(tiny_model_dir: Path) -> Runtime:
+def runtime(tiny_model_dir: Path, tiny_runtime) -> Runtime:
     # fp32 everywhere, so that results equal the direct transformers calls exactly.
-    return Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize="none"))
+    return tiny_runtime(quantize="none")
 
 
 def reference(tiny_model_dir: Path, model_id: str, cls: type, processor_cls: type = transformers.AutoProcessor):
@@ -202,7 +202,7 @@ def test_template_ensemble_averages_label_embeddings(runtime):
         {i["label"]: i["score"] for i in ensemble["labels"]}, abs=1e-6)
 
 
-def test_label_prompts_are_encoded_once_per_loaded_model(tiny_model_dir, monkeypatch):
+def test_label_prompts_are_encoded_once_per_loaded_model(tiny_model_dir, monkeypatch, tiny_runtime):
     """The text tower runs only for prompts the loaded model has not seen; the scores stay those of a full pass."""
     model, processor = reference(tiny_model_dir, "openai/clip-vit-base-patch32", transformers.CLIPModel)
 
@@ -222,7 +222,7 @@ def test_label_prompts_are_encoded_once_per_loaded_model(tiny_model_dir, monkeyp
         return text_features(self, input_ids=input_ids, **kwargs)
 
     monkeypatch.setattr(transformers.CLIPModel, "get_text_features", counting)
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize="none"))
+    runtime = tiny_runtime(quantize="none")
 
     def scores(image: Path, labels: str) -> dict[str, float]:
         result = runtime.run("zero_shot", {"image": str(image), "labels": labels})
@@ -357,8 +357,8 @@ def test_missing_model_names_the_id_and_how_to_provide_it(tmp_path):
         empty.run("vqa", {"image": str(CAT), "question": "what is this?"})
 
 
-def test_two_tasks_share_one_cache_entry(tiny_model_dir):
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
+def test_two_tasks_share_one_cache_entry(tiny_runtime):
+    runtime = tiny_runtime()
     runtime.run("zero_shot", {"image": str(CAT), "labels": "cat, dog"})
     runtime.preload("zero_shot")
     report = runtime.cache_report()
@@ -366,13 +366,13 @@ def test_two_tasks_share_one_cache_entry(tiny_model_dir):
     assert report["misses"] == 1 and report["hits"] == 1
 
 
-def test_budget_evicts_the_coldest_model(tiny_model_dir):
-    probe = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
+def test_budget_evicts_the_coldest_model(tiny_runtime):
+    probe = tiny_runtime()
     probe.preload("vqa")
     probe.preload("captioning")
     sizes = {e["model"]: e["bytes"] for e in probe.cache_report()["entries"]}
     budget = max(sizes.values()) + min(sizes.values()) // 2  # one of the two fits, not both
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=budget, device="cpu"))
+    runtime = tiny_runtime(memory_budget=budget)
     runtime.run("vqa", {"image": str(CAT), "question": "what is it?"})
     runtime.run("captioning", {"image": str(CAT)})
     report = runtime.cache_report()
@@ -404,12 +404,12 @@ def test_auto_language_is_detected_and_reported_with_parity(runtime, tiny_model_
 
 
 @pytest.mark.parametrize("native_bf16", [False, True])
-def test_cpu_default_picks_each_models_measured_format(tiny_model_dir, monkeypatch, native_bf16):
+def test_cpu_default_picks_each_models_measured_format(tiny_runtime, monkeypatch, native_bf16):
     """Whisper int8, ViLT fp16 weights, CLIP fp32; on a CPU that multiplies bf16 natively, ViLT and CLIP in bf16."""
     import mmdemo.runtime
 
     monkeypatch.setattr(mmdemo.runtime, "cpu_computes_bf16", lambda: native_bf16)
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu"))
+    runtime = tiny_runtime()
     speech = runtime.run("speech", {"audio": str(SPEECH_16K), "timestamps": "none"})
     clip = runtime.run("zero_shot", {"image": str(CAT), "labels": "cat, dog"})
     vilt = runtime.run("vqa", {"image": str(CAT), "question": "what?", "model": "dandelin/vilt-b32-finetuned-vqa"})
@@ -419,18 +419,18 @@ def test_cpu_default_picks_each_models_measured_format(tiny_model_dir, monkeypat
     assert {e["model"]: e["dtype"] for e in runtime.cache_report()["entries"]} == expected
     with runtime.bundles(registry.get("zero_shot"), {"model": registry.get("zero_shot").default_model}) as bundles:
         assert bundles["model"].dtype == (torch.bfloat16 if native_bf16 else torch.float32)
-    everything = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize="fp16"))
+    everything = tiny_runtime(quantize="fp16")
     assert everything.run("zero_shot", {"image": str(CAT), "labels": "cat, dog"})["provenance"]["dtype"] == (
         "fp16-weights")
     with pytest.raises(ValueError, match="Unknown quantize setting 'int4': choose auto, int8, fp16, bf16, none"):
-        Runtime(Settings(model_dir=tiny_model_dir, memory_budget=10**9, device="cpu", quantize="int4"))
+        tiny_runtime(memory_budget=10**9, quantize="int4")
 
 
-def test_an_explicit_dtype_on_cpu_is_not_quantized(tiny_model_dir, monkeypatch):
+def test_an_explicit_dtype_on_cpu_is_not_quantized(tiny_runtime, monkeypatch):
     import mmdemo.runtime
 
     monkeypatch.setattr(mmdemo.runtime, "cpu_computes_bf16", lambda: True)
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", dtype="bfloat16"))
+    runtime = tiny_runtime(dtype="bfloat16")
     speech = runtime.run("speech", {"audio": str(SPEECH_16K), "timestamps": "none"})
     assert speech["provenance"]["dtype"] == "bfloat16"  # not int8 layers on a bf16 model
 
@@ -439,11 +439,10 @@ def test_an_explicit_dtype_on_cpu_is_not_quantized(tiny_model_dir, monkeypatch):
     ("vqa", {"image": str(CAT), "question": "what is on the sofa?"}, "dandelin/vilt-b32-finetuned-vqa"),
     ("zero_shot", {"image": str(COFFEE), "labels": "cat, dog, cup of coffee, plate"}, "openai/clip-vit-base-patch32"),
 ])
-def test_bf16_models_keep_the_fp32_scores_to_bf16_precision(tiny_model_dir, task, raw, model_id):
+def test_bf16_models_keep_the_fp32_scores_to_bf16_precision(tiny_runtime, task, raw, model_id):
     """The whole model in bf16 (a GPU's precision): every score within 2e-2 of fp32's, the top one the same."""
     def scores(quantize: str) -> dict[str, float]:
-        runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu",
-                                   quantize=quantize))
+        runtime = tiny_runtime(quantize=quantize)
         result = runtime.run(task, {**raw, "model": model_id})
         assert result["provenance"]["dtype"] == ("float32" if quantize == "none" else "bfloat16")
         if task == "vqa":
@@ -464,11 +463,10 @@ def test_bf16_models_keep_the_fp32_scores_to_bf16_precision(tiny_model_dir, task
     ("sentiment", {"text": "the food was great but the service was terrible"},
      "cardiffnlp/twitter-roberta-base-sentiment-latest", transformers.AutoModelForSequenceClassification),
 ])
-def test_fp16_weights_keep_the_fp32_scores(tiny_model_dir, task, raw, model_id, cls):
+def test_fp16_weights_keep_the_fp32_scores(tiny_runtime, task, raw, model_id, cls):
     """fp16 weights multiply in fp32: every score stays within 1e-3 of the fp32 model's, nothing reorders."""
     def scores(quantize: str) -> dict[str, float]:
-        runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu",
-                                   quantize=quantize))
+        runtime = tiny_runtime(quantize=quantize)
         result = runtime.run(task, {**raw, ("model" if task == "vqa" else "text_model"): model_id})
         assert result["provenance"]["dtype"] == ("float32" if quantize == "none" else "fp16-weights")
         if task == "vqa":
@@ -481,10 +479,9 @@ def test_fp16_weights_keep_the_fp32_scores(tiny_model_dir, task, raw, model_id, 
     assert sorted(halved, key=halved.get) == sorted(exact, key=exact.get)
 
 
-def test_fp16_weights_caption_like_the_fp32_model(tiny_model_dir):
+def test_fp16_weights_caption_like_the_fp32_model(tiny_runtime):
     raw = {"image": str(CAT), "num_beams": 3, "max_new_tokens": 12}
-    captions = {quantize: Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu",
-                                           quantize=quantize)).run("captioning", raw)["caption"]
+    captions = {quantize: tiny_runtime(quantize=quantize).run("captioning", raw)["caption"]
                 for quantize in ("none", "fp16")}
     assert captions["fp16"] == captions["none"] and captions["none"]
 
@@ -531,13 +528,13 @@ def test_concurrent_requests_are_batched_and_keep_their_own_results(tiny_model_d
                                                                          abs=1e-5)
 
 
-def test_zero_shot_images_are_preprocessed_in_each_requests_own_thread(tiny_model_dir, monkeypatch):
+def test_zero_shot_images_are_preprocessed_in_each_requests_own_thread(tiny_runtime, monkeypatch):
     """The batch gets each request's pixel values ready (made in the request's thread, equal to the processor's),
     and scores them as it scores images it has to preprocess itself (a Ray replica's inputs)."""
     from mmdemo.tasks.zero_shot import ZeroShotTask
 
-    runtime = Runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize="none",
-                               batch_window_ms=2_000, max_batch=3))
+    runtime = tiny_runtime(quantize="none",
+                               batch_window_ms=2_000, max_batch=3)
     requests = [{"image": str(image), "labels": labels, "model": "openai/clip-vit-base-patch32"} for image, labels in
                 [(CAT, "cat, dog"), (COFFEE, "cup, plate, mug"), (CAT, "bird, fish")]]
     runtime.run("zero_shot", requests[0])  # loads the model

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny_models
 import torch
 from PIL import Image
-from tiny_models import MARKER_FILE, TINY_MODEL_IDS, build_tiny_model, ensure_tiny_models
+
+from mmdemo.testing import tiny_models
+from mmdemo.testing.tiny_models import MARKER_FILE, TINY_MODEL_IDS, build_tiny_model, ensure_tiny_models
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media" / "images"
 if not MEDIA.is_dir():  # the repo's own location may differ from /work/main

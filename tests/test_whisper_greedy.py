@@ -1,4 +1,4 @@
-"""mmdemo.whisper_greedy against transformers' generate(): the same tokens, segments and language, token for token.
+"""mmdemo.tasks.speech.greedy against transformers' generate(): the same tokens, segments and language, token for token.
 
 On the tiny random checkpoints (whose arbitrary logits exercise every timestamp rule) and, where the offline pack
 and ../shared/media are present, on real Whisper weights and speech, int8 and fp32, short and long-form.
@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from mmdemo.config import default_model_dir
-from mmdemo.loading import load_bundle
 from mmdemo.media import load_audio
-from mmdemo.offline_pack import PACKS, install_state
-from mmdemo.whisper_greedy import GreedyWhisper, supports
+from mmdemo.models.loading import load_bundle
+from mmdemo.offline.packs import PACKS, install_state
+from mmdemo.tasks.speech.greedy import GreedyWhisper, supports
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media" / "audio"

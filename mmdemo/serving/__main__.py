@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                  seconds)
         return 0
 
+    from mmdemo.backends import ray_runtime
     from mmdemo.ui import launch
 
     started = time.perf_counter()
@@ -73,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, backend="ray", ray_address=address)
         cluster.deploy(settings, config)
         log.info("Ray cluster %s up and every family deployed in %.1f s", address, time.perf_counter() - started)
-        from mmdemo.serving.frontend import RayRuntime
-
-        launch(settings, runtime=RayRuntime(settings, config=config))
+        launch(settings, runtime=ray_runtime(settings, config=config))
     except KeyboardInterrupt:
         pass
     finally:

@@ -14,7 +14,7 @@ from ray import serve
 from mmdemo.config import Settings
 from mmdemo.serving.board import existing_board
 from mmdemo.serving.config import ServeConfig
-from mmdemo.serving.families import FAMILIES
+from mmdemo.serving.families import families
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,10 @@ def connect(address: str) -> None:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
 
 
-def deploy(settings: Settings, config: ServeConfig, families: tuple[str, ...] = tuple(FAMILIES), *,
+def deploy(settings: Settings, config: ServeConfig, names: tuple[str, ...] | None = None, *,
            blocking: bool = True) -> float:
-    """Deploy each family as its own Serve application (named after it); returns the seconds it took.
+    """Deploy each family (default: every one in `config`) as its own Serve application, named after it; returns
+    the seconds it took.
 
     `settings` reach every replica (the model directory must be visible there). With `blocking`, returns once every
     application is running.
@@ -58,31 +59,14 @@ def deploy(settings: Settings, config: ServeConfig, families: tuple[str, ...] = 
     started = time.perf_counter()
     serve.start(proxy_location=config.proxy_location)  # attaches to a running Serve as it is
     targets = [serve.RunTarget(bind_family(family, settings, config), name=family, route_prefix=None)
-               for family in families]
+               for family in (names or tuple(config.deployments))]
     serve.run_many(targets, wait_for_ingress_deployment_creation=blocking, wait_for_applications_running=blocking)
     return time.perf_counter() - started
 
 
-def wait_until_running(families: tuple[str, ...] = tuple(FAMILIES), timeout_s: float = 300.0) -> None:
-    """Wait until Serve reports each family's application RUNNING; a failed deployment raises with Serve's reason."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        applications = serve.status().applications
-        states = {family: applications.get(family) for family in families}
-        failed = {f: s.message for f, s in states.items() if s is not None and s.status == "DEPLOY_FAILED"}
-        if failed:
-            raise RuntimeError("Deploying failed: " + "; ".join(f"{f}: {m}" for f, m in failed.items()))
-        if all(s is not None and s.status == "RUNNING" for s in states.values()):
-            return
-        if time.monotonic() > deadline:
-            waiting = {f: (s.status if s else "absent") for f, s in states.items()}
-            raise TimeoutError(f"Serve applications not running after {timeout_s:.0f} s: {waiting}")
-        time.sleep(0.2)
-
-
 def undeploy() -> None:
     """Delete mmdemo's applications and the model board from the attached cluster (Serve itself keeps running)."""
-    for family in FAMILIES:
+    for family in families():
         serve.delete(family)
     board = existing_board()
     if board is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from mmdemo.serving.families import FAMILIES
+from mmdemo.serving.families import families
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "serve_config.yaml"
 CONFIG_ENV = "MMDEMO_SERVE_CONFIG"
@@ -108,7 +108,8 @@ def config_path() -> Path:
 def load_config(path: Path | str | None = None) -> ServeConfig:
     """Read and check a Serve config file (default: MMDEMO_SERVE_CONFIG, else the repository's serve_config.yaml).
 
-    Every family needs one application with one deployment, both named after the family.
+    An application in it is a family with one deployment, both named after the family; a family the file does not
+    name gets `default_deployment`.
     """
     from ray.serve.schema import ServeDeploySchema
 
@@ -120,17 +121,24 @@ def load_config(path: Path | str | None = None) -> ServeConfig:
         raise ValueError(f"Cannot read the Serve config {path}: {e.strerror}; set {CONFIG_ENV}") from e
     except Exception as e:  # yaml and pydantic errors
         raise ValueError(f"{path} is not a valid Serve config: {e}") from e
+    every = families()
     deployments: dict[str, dict[str, Any]] = {}
     for application in raw.get("applications") or []:
         family = application.get("name")
-        if family not in FAMILIES:
-            raise ValueError(f"{path}: application {family!r} is not a family: name them {', '.join(FAMILIES)}")
+        if family not in every:
+            raise ValueError(f"{path}: application {family!r} is not a family: name them {', '.join(every)}")
         entries = application.get("deployments") or []
         if len(entries) != 1 or entries[0].get("name") != family:
             raise ValueError(f"{path}: application {family!r} needs exactly one deployment, also named {family!r}")
         ReplicaOptions.from_user_config(entries[0].get("user_config"))
         deployments[family] = dict(entries[0])
-    missing = [family for family in FAMILIES if family not in deployments]
-    if missing:
-        raise ValueError(f"{path} has no application for {', '.join(missing)}: every family needs one")
+    for family in every:
+        deployments.setdefault(family, default_deployment(family))
     return ServeConfig(path, str(raw.get("proxy_location") or "Disabled"), deployments)
+
+
+def default_deployment(family: str) -> dict[str, Any]:
+    """The deployment options of a family that the config file does not name: one replica on one CPU, mmdemo's
+    replica options at their defaults."""
+    return {"name": family, "num_replicas": 1, "max_ongoing_requests": 2 * ReplicaOptions.max_batch_size,
+            "ray_actor_options": {"num_cpus": 1, "num_gpus": 0}, "user_config": {}}

@@ -4,7 +4,7 @@ A replica keeps the models its requests name (the multiplexed model id, see `fam
 multiplexing: at most `max_models_per_replica`, least recently used evicted, and Serve routes a request to a replica
 that already holds its model. Requests whose task gives a batch key go through Serve's request batching and share
 one `predict_batch` call per (model, task, batch key); the others run alone. Models load as the in-process runtime
-loads them (`Runtime.load`: same device, dtype and int8 rules). One forward pass runs at a time per replica.
+loads them (`ModelLoader`: same device, dtype and CPU formats). One forward pass runs at a time per replica.
 
 `python -m mmdemo.serving` deploys from `serve_config.yaml`; `family_app` is the same deployment for `serve deploy`.
 """
@@ -23,18 +23,18 @@ from ray import serve
 
 from mmdemo import registry
 from mmdemo.config import Settings, settings_from_env
-from mmdemo.devices import dtype_name
-from mmdemo.errors import BusyError, InputError, ModelUnavailableError
-from mmdemo.loading import ModelBundle, architecture_of
-from mmdemo.runtime import Runtime
+from mmdemo.errors import VisitorError
+from mmdemo.models.devices import dtype_name
+from mmdemo.models.loader import ModelLoader
+from mmdemo.models.loading import ModelBundle, architecture_of
+from mmdemo.runtime.model_threads import run_on_own_thread
 from mmdemo.serving.board import board
 from mmdemo.serving.config import ReplicaOptions, ServeConfig
-from mmdemo.serving.families import get_family, parse_model_id
+from mmdemo.serving.families import Family, get_family, parse_model_id
 from mmdemo.serving.messages import ServeReply, ServeRequest
 from mmdemo.tasks.base import ModelSpec, Task
 
 log = logging.getLogger("ray.serve")  # Serve writes this logger to the replica's log file
-USER_ERRORS = (InputError, ModelUnavailableError, BusyError)
 
 
 class ResidentModels:
@@ -65,11 +65,13 @@ class ResidentModels:
 class ModelServer:
     """A family's models on one replica: `__call__` answers a `ServeRequest` with a `ServeReply`."""
 
-    def __init__(self, family: str, settings: Settings) -> None:
-        import mmdemo.tasks  # noqa: F401  (registers the built-in tasks)
-
-        self.family = get_family(family)
-        self.runtime = Runtime(settings)
+    def __init__(self, family: str, settings: Settings, tasks: Sequence[Task] | None = None) -> None:
+        """`tasks`: the family's tasks as the front end registered them (default: the registry's, built-ins
+        registered); they travel by reference to their classes, so a task defined outside mmdemo.tasks serves too."""
+        self.family = get_family(family) if tasks is None else Family(family, tuple(task.name for task in tasks))
+        self.tasks = {task.name: task for task in tasks} if tasks is not None else {
+            name: registry.get(name) for name in self.family.tasks}
+        self.loader = ModelLoader(settings)
         self.name = f"{family}#{serve.get_replica_context().replica_id.unique_id}"
         self._actor_name = ray.get_runtime_context().get_actor_name()
         self._resident: dict[str, ResidentModels] = {}
@@ -106,9 +108,9 @@ class ModelServer:
         """Load `model_id` (a multiplexed model id) on this replica without running it."""
         try:
             await self._models(model_id)
-        except USER_ERRORS as e:
+        except VisitorError as e:
             return ServeReply(error=e, replica=self.name)
-        return ServeReply(device=self.runtime.device, dtype=self._dtype(parse_model_id(model_id)), replica=self.name)
+        return ServeReply(device=self.loader.device, dtype=self._dtype(parse_model_id(model_id)), replica=self.name)
 
     async def _run_batch(self, requests: list[ServeRequest]) -> list[ServeReply]:
         """Serve's batch (one model id): one predict_batch call per task and batch key, replies in request order."""
@@ -126,17 +128,17 @@ class ModelServer:
     async def _predict(self, model_id: str, task: Task, requests: Sequence[ServeRequest]) -> list[ServeReply]:
         try:
             models = await self._models(model_id)
-        except USER_ERRORS as e:
+        except VisitorError as e:
             return [ServeReply(error=e, replica=self.name)] * len(requests)
         models.in_use += 1
         self._post()
         try:
             async with self._compute:
                 started = time.perf_counter()
-                outputs = await asyncio.to_thread(self.runtime.on_model_thread, _forward, task, models.bundles,
+                outputs = await asyncio.to_thread(self._on_model_thread, _forward, task, models.bundles,
                                                   [r.inputs for r in requests])
                 ms = (time.perf_counter() - started) * 1000
-        except USER_ERRORS as e:
+        except VisitorError as e:
             return [ServeReply(error=e, replica=self.name)] * len(requests)
         finally:
             models.in_use -= 1
@@ -145,7 +147,7 @@ class ModelServer:
         if len(outputs) != len(requests):
             raise RuntimeError(f"{task.name}.predict_batch gave {len(outputs)} outputs for {len(requests)} inputs")
         dtype = self._dtype(parse_model_id(model_id))
-        return [ServeReply(output, len(requests), self.runtime.device, dtype, ms, self.name) for output in outputs]
+        return [ServeReply(output, len(requests), self.loader.device, dtype, ms, self.name) for output in outputs]
 
     async def _models(self, model_id: str) -> ResidentModels:
         """The multiplexed model, loading it (and evicting the least recently used) on a miss."""
@@ -160,7 +162,8 @@ class ModelServer:
         specs = parse_model_id(model_id)
         started = time.perf_counter()
         bundles = await asyncio.to_thread(
-            lambda: {role: self.runtime.load(self._task_for(spec), spec) for role, spec in specs.items()})
+            lambda: {role: self._on_model_thread(self.loader.load, self._task_for(spec), spec)
+                     for role, spec in specs.items()})
         models = ResidentModels(model_id, bundles, time.perf_counter() - started, self._forget)
         self._resident[model_id] = models
         self._misses += 1
@@ -176,33 +179,37 @@ class ModelServer:
             self._post()
 
     def _task(self, name: str) -> Task:
-        if name not in self.family.tasks:
-            raise ValueError(f"The {self.family.name} deployment serves {', '.join(self.family.tasks)}, not {name}")
-        return registry.get(name)
+        if name not in self.tasks:
+            raise ValueError(f"The {self.family.name} deployment serves {', '.join(self.tasks)}, not {name}")
+        return self.tasks[name]
 
     def _task_for(self, spec: ModelSpec) -> Task:
         """The family's task that drives this checkpoint's architecture (the first one refuses it otherwise)."""
-        tasks = [registry.get(name) for name in self.family.tasks]
+        tasks = list(self.tasks.values())
         if len(tasks) == 1:
             return tasks[0]
-        architecture = architecture_of(self.runtime.locator.locate(spec.id, spec.revision))
+        architecture = architecture_of(self.loader.locator.locate(spec.id, spec.revision))
         return next((task for task in tasks if architecture in task.architectures), tasks[0])
+
+    def _on_model_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Model work on a thread of its own on CPU, as the local predictor does it (`runtime.model_threads`)."""
+        return run_on_own_thread(fn, *args) if self.loader.device == "cpu" else fn(*args)
 
     def _dtype(self, specs: Mapping[str, ModelSpec]) -> str:
         """As the in-process runtime reports it: each model's dtype ("int8" where quantized), sorted and joined."""
-        return "+".join(sorted({self.runtime.key_for(spec).dtype for spec in specs.values()}))
+        return "+".join(sorted({self.loader.key_for(spec).dtype for spec in specs.values()}))
 
     def _post(self) -> None:
         """Tell the board what this replica holds (fire and forget)."""
         entries = [
-            {"model": m.model_id, "revision": None, "device": self.runtime.device,
-             "dtype": self._dtype(parse_model_id(m.model_id)) or dtype_name(self.runtime.dtype), "bytes": m.nbytes,
+            {"model": m.model_id, "revision": None, "device": self.loader.device,
+             "dtype": self._dtype(parse_model_id(m.model_id)) or dtype_name(self.loader.dtype), "bytes": m.nbytes,
              "load_seconds": round(m.load_seconds, 3), "hits": m.hits, "last_used": m.last_used,
              "in_use": m.in_use > 0, "replica": self.name}
             for m in sorted(self._resident.values(), key=lambda m: -m.last_used)
         ]
-        report = {"deployment": self.family.name, "replica": self.name, "device": self.runtime.device,
-                  "dtype": dtype_name(self.runtime.dtype), "max_models": self.options.max_models_per_replica,
+        report = {"deployment": self.family.name, "replica": self.name, "device": self.loader.device,
+                  "dtype": dtype_name(self.loader.dtype), "max_models": self.options.max_models_per_replica,
                   "hits": sum(m.hits for m in self._resident.values()), "misses": self._misses,
                   "evictions": self._evictions, "entries": entries}
         self._board.post.remote(self._actor_name, report)
@@ -215,8 +222,10 @@ def _forward(task: Task, bundles: Mapping[str, ModelBundle], batch: list[Any]) -
 
 
 def bind_family(family: str, settings: Settings, config: ServeConfig) -> Any:
-    """The family's Serve application: ModelServer with the config's deployment options, built with `settings`."""
-    return ModelServer.options(**config.deployment_options(family)).bind(family, settings)
+    """The family's Serve application: ModelServer with the config's deployment options, built with `settings`
+    and the family's registered tasks."""
+    tasks = [registry.get(name) for name in get_family(family).tasks]
+    return ModelServer.options(**config.deployment_options(family)).bind(family, settings, tasks)
 
 
 def family_app(args: Mapping[str, Any]) -> Any:

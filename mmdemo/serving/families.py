@@ -1,6 +1,6 @@
 """Which deployment serves which task, and the multiplexed model id that names a request's models.
 
-A family is one deployment: the tasks whose models it loads. A request's multiplexed model id is its models by
+A family is one deployment: the tasks whose models it loads, as the registered tasks declare it. A request's multiplexed model id is its models by
 role, so Serve routes it to a replica that already holds them: one checkpoint (`id` or `id@revision`) for the
 single-model tasks, the whole set (`image=...;speech=...;text=...`) for sentiment, whose replica loads it together.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mmdemo import registry
 from mmdemo.errors import InputError
 from mmdemo.tasks.base import ModelSpec
 
@@ -24,32 +25,33 @@ class Family:
     tasks: tuple[str, ...]
 
 
-FAMILIES: dict[str, Family] = {
-    family.name: family
-    for family in (
-        Family("vision_language", ("vqa", "captioning")),
-        Family("clip", ("zero_shot",)),
-        Family("whisper", ("speech",)),
-        Family("sentiment", ("sentiment",)),
-    )
-}
-_BY_TASK = {task: family for family in FAMILIES.values() for task in family.tasks}
+def families() -> dict[str, Family]:
+    """Every registered task's family (`Task.serve_family`, else a family of its own named after the task), in
+    registration order."""
+    import mmdemo.tasks  # noqa: F401  (registers the built-in tasks)
+
+    grouped: dict[str, list[str]] = {}
+    for name in registry.names():
+        grouped.setdefault(registry.get(name).serve_family or name, []).append(name)
+    return {family: Family(family, tuple(tasks)) for family, tasks in grouped.items()}
 
 
 def family_for(task_name: str) -> Family:
     """The family whose deployment runs `task_name`."""
-    try:
-        return _BY_TASK[task_name]
-    except KeyError:
-        raise KeyError(f"No Ray Serve deployment serves the task {task_name!r}: families are "
-                       + ", ".join(f"{f.name} ({', '.join(f.tasks)})" for f in FAMILIES.values())) from None
+    every = families()
+    for family in every.values():
+        if task_name in family.tasks:
+            return family
+    raise KeyError(f"No Ray Serve deployment serves the task {task_name!r}: families are "
+                   + ", ".join(f"{f.name} ({', '.join(f.tasks)})" for f in every.values()))
 
 
 def get_family(name: str) -> Family:
+    every = families()
     try:
-        return FAMILIES[name]
+        return every[name]
     except KeyError:
-        raise KeyError(f"Unknown family {name!r}: choose one of {', '.join(FAMILIES)}") from None
+        raise KeyError(f"Unknown family {name!r}: choose one of {', '.join(every)}") from None
 
 
 def _checkpoint(spec: ModelSpec) -> str:

@@ -2,8 +2,8 @@
 
 from mmdemo.registry import register
 from mmdemo.tasks.captioning import CaptioningTask
-from mmdemo.tasks.sentiment import SentimentTask
-from mmdemo.tasks.speech import SpeechTask
+from mmdemo.tasks.sentiment.task import SentimentTask
+from mmdemo.tasks.speech.task import SpeechTask
 from mmdemo.tasks.vqa import VqaTask
 from mmdemo.tasks.zero_shot import ZeroShotTask
 

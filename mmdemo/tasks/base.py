@@ -17,8 +17,8 @@ from PIL import Image
 
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
-from mmdemo.loading import ModelBundle
-from mmdemo.pixels import reduce_for
+from mmdemo.media.pixels import reduce_for
+from mmdemo.models.loading import ModelBundle
 
 __all__ = ["InputError", "ModelSpec", "Task", "clean_text", "image_pixels", "stacked_pixels"]
 
@@ -48,6 +48,9 @@ class Task(ABC, Generic[InputsT]):
     description: ClassVar[str]  # one sentence under the tab title
     models: ClassVar[tuple[ModelSpec, ...]]  # curated choices, default first
     architectures: ClassVar[frozenset[str]]  # transformers classes this task can drive
+    # The Ray Serve deployment that runs this task's models (mmdemo.serving.families): tasks that share models share
+    # one. None: a deployment of its own, named after the task, with the default options (serve_config.yaml).
+    serve_family: ClassVar[str | None] = None
 
     @property
     def default_model(self) -> ModelSpec:
@@ -68,6 +71,10 @@ class Task(ABC, Generic[InputsT]):
     def models_needed(self, inputs: InputsT) -> Mapping[str, ModelSpec]:
         """The models one request needs, by role; most tasks need just their chosen model."""
         return {"model": inputs.model}  # type: ignore[attr-defined]
+
+    def preload_set(self, spec: ModelSpec) -> Mapping[str, ModelSpec]:
+        """The models, by role, that a preload of `spec` loads: those a request with every input would need."""
+        return {"model": spec}
 
     @abstractmethod
     def validate(self, raw: Mapping[str, Any], settings: Settings) -> InputsT:

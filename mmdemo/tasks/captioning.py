@@ -13,8 +13,8 @@ from PIL import Image
 
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
-from mmdemo.loading import ModelBundle
 from mmdemo.media import load_image
+from mmdemo.models.loading import ModelBundle
 from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text, image_pixels, stacked_pixels
 
 DECODING_MODES = ("beam", "sample")
@@ -69,6 +69,7 @@ class CaptioningTask(Task[CaptionInputs]):
         ModelSpec("nlpconnect/vit-gpt2-image-captioning", note="ViT encoder + GPT-2 decoder"),
     )
     architectures = frozenset({"BlipForConditionalGeneration", "GitForCausalLM", "VisionEncoderDecoderModel"})
+    serve_family = "vision_language"
 
     def validate(self, raw: Mapping[str, Any], settings: Settings) -> CaptionInputs:
         mode = str(raw.get("mode") or "beam").strip().lower()
@@ -104,7 +105,7 @@ class CaptioningTask(Task[CaptionInputs]):
         return (inputs.model, inputs.prefix, inputs.options)
 
     def predict_batch(self, bundles: Mapping[str, ModelBundle], batch: Sequence[CaptionInputs]) -> list[list[str]]:
-        from mmdemo.generation import cache_kwargs  # imports transformers: not at start-up
+        from mmdemo.models.generation import cache_kwargs  # imports transformers: not at start-up
 
         bundle = bundles["model"]
         options = batch[0].options  # equal within a batch (batch_key)

@@ -13,9 +13,9 @@ from typing import Any
 from PIL import Image
 
 from mmdemo.config import Settings
-from mmdemo.loading import ModelBundle
 from mmdemo.media import load_image
-from mmdemo.pixels import reduce_for
+from mmdemo.media.pixels import reduce_for
+from mmdemo.models.loading import ModelBundle
 from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text
 
 TOP_K = 5
@@ -40,6 +40,7 @@ class VqaTask(Task[VqaInputs]):
         ModelSpec("dandelin/vilt-b32-finetuned-vqa", note="ViLT, picks from 3,129 answers with scores; fast"),
     )
     architectures = frozenset({"BlipForQuestionAnswering", "ViltForQuestionAnswering"})
+    serve_family = "vision_language"
 
     def validate(self, raw: Mapping[str, Any], settings: Settings) -> VqaInputs:
         return VqaInputs(
@@ -57,7 +58,7 @@ class VqaTask(Task[VqaInputs]):
             scores, indices = probabilities.topk(min(TOP_K, probabilities.numel()))
             labels = bundle.model.config.id2label
             return [(labels[int(i)], float(s)) for s, i in zip(scores, indices)]
-        from mmdemo.generation import cache_kwargs  # imports transformers: not at start-up
+        from mmdemo.models.generation import cache_kwargs  # imports transformers: not at start-up
 
         generated = bundle.model.generate(**batch, max_new_tokens=MAX_ANSWER_TOKENS,
                                           **cache_kwargs(bundle.architecture))

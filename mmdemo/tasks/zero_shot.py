@@ -17,8 +17,8 @@ from PIL import Image
 
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
-from mmdemo.loading import ModelBundle
 from mmdemo.media import load_image
+from mmdemo.models.loading import ModelBundle
 from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, image_pixels, stacked_pixels
 
 DEFAULT_TEMPLATE = "a photo of a {}."
@@ -86,6 +86,7 @@ class ZeroShotTask(Task[ZeroShotInputs]):
         ModelSpec("google/siglip-base-patch16-224", note="SigLIP: an independent sigmoid score per label"),
     )
     architectures = frozenset({"CLIPModel", "SiglipModel"})
+    serve_family = "clip"
 
     def validate(self, raw: Mapping[str, Any], settings: Settings) -> ZeroShotInputs:
         ensemble = bool(raw.get("ensemble"))

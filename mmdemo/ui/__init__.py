@@ -7,9 +7,12 @@ import logging
 import gradio as gr
 
 from mmdemo import collector, registry
+from mmdemo.backends import create_runtime
 from mmdemo.config import Settings
-from mmdemo.runtime import Runtime, create_runtime
-from mmdemo.ui import captioning, models_panel, queueing, sentiment, sessions, speech, vqa, zero_shot
+from mmdemo.runtime import Runtime
+from mmdemo.ui import models_panel
+from mmdemo.ui.gradio_patches import queueing, sessions
+from mmdemo.ui.tabs import captioning, sentiment, speech, vqa, zero_shot
 
 log = logging.getLogger(__name__)
 

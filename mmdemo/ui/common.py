@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 
 from mmdemo import registry
-from mmdemo.errors import BusyError, InputError, ModelUnavailableError
+from mmdemo.errors import InputError, VisitorError
 from mmdemo.media import load_image
 from mmdemo.runtime import Runtime
 from mmdemo.tasks.base import Task
@@ -19,7 +19,6 @@ from mmdemo.tasks.base import Task
 log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
-USER_ERRORS = (InputError, ModelUnavailableError, BusyError)
 IMAGE_HEIGHT = 200  # px: an image input, its examples and the Run button fit a 1280×800 laptop screen
 
 
@@ -110,7 +109,7 @@ def run_task(runtime: Runtime, task_name: str, raw: dict[str, Any], progress: gr
 
     try:
         return runtime.run(task_name, raw, on_load=on_load)
-    except USER_ERRORS as e:
+    except VisitorError as e:
         raise gr.Error(str(e), print_exception=False) from e
     except Exception as e:
         log.exception("%s failed", task_name)

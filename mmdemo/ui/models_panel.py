@@ -9,9 +9,8 @@ from typing import Any
 import gradio as gr
 
 from mmdemo import registry
-from mmdemo.errors import InputError
+from mmdemo.errors import InputError, VisitorError
 from mmdemo.runtime import Runtime
-from mmdemo.ui.common import USER_ERRORS
 
 HEADERS = ["model", "device", "dtype", "MB", "load s", "hits", "last used", "in use"]
 
@@ -73,7 +72,7 @@ def build(runtime: Runtime) -> tuple[Callable[[], dict[str, Any]], gr.JSON, list
     def preload_model(task_name: str, progress: gr.Progress = gr.Progress()) -> dict[str, Any]:
         try:
             runtime.preload(task_name, on_load=lambda m: progress(0, desc=f"Loading {m}…"))
-        except (*USER_ERRORS, KeyError) as e:
+        except (VisitorError, KeyError) as e:
             raise gr.Error(str(e), print_exception=False) from e
         return runtime.cache_report()
 
@@ -83,7 +82,7 @@ def build(runtime: Runtime) -> tuple[Callable[[], dict[str, Any]], gr.JSON, list
                 raise InputError("Pick a resident model to unload")
             if not runtime.unload(model_id):
                 raise InputError(f"{model_id} is not loaded")
-        except USER_ERRORS as e:
+        except VisitorError as e:
             raise gr.Error(str(e), print_exception=False) from e
         return runtime.cache_report()
 

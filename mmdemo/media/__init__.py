@@ -27,7 +27,7 @@ from mmdemo.errors import InputError
 SPEECH_RATE = 16_000  # Hz: the rate speech models (Whisper, wav2vec2) are trained on
 MAX_IMAGE_SIDE = 4096  # pixels: longer sides are downscaled after decoding
 # Pixels: a JPEG decodes at 1/2, 1/4 or 1/8 scale (libjpeg's, at a fraction of the cost) while its shorter side
-# stays at least this: 3x the largest input of the curated image models (384), which mmdemo.pixels reduces to.
+# stays at least this: 3x the largest input of the curated image models (384), which mmdemo.media.pixels reduces to.
 DECODE_SIDE = 1152
 MAX_AUDIO_CHANNELS = 8  # more channels than this is not a recording of speech
 AUDIO_RATES = (1_000, 768_000)  # Hz: lowest and highest source sample rate accepted

@@ -1,4 +1,4 @@
-"""The front end's side: `RayRuntime`, a Runtime whose predict runs on the family's Ray Serve deployment.
+"""The front end's side: `RayPredictor`, the runtime's predictor that runs each request on its family's deployment.
 
 Validation (decoding uploads) and formatting stay in the Gradio process; only the clean, picklable inputs travel,
 with the request's models as the multiplexed model id, so Serve routes it to a replica that holds them. A dead or
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import ray
@@ -17,14 +18,13 @@ from ray import serve
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RayServeException
 
-from mmdemo import registry
-from mmdemo.cache import ModelKey
 from mmdemo.config import Settings
 from mmdemo.errors import BusyError, InputError
-from mmdemo.runtime import OnLoad, Prediction, Runtime
+from mmdemo.models.loading import ModelKey
+from mmdemo.runtime import OnLoad, Prediction
 from mmdemo.serving.board import existing_board
 from mmdemo.serving.config import ServeConfig, load_config
-from mmdemo.serving.families import FAMILIES, family_for, multiplexed_model_id
+from mmdemo.serving.families import family_for, multiplexed_model_id
 from mmdemo.serving.messages import ServeReply, ServeRequest
 from mmdemo.tasks.base import ModelSpec, Task
 
@@ -42,8 +42,8 @@ def temporarily_unavailable(family: str) -> BusyError:
                      "try again in a few seconds")
 
 
-class RayRuntime(Runtime):
-    """A Runtime whose `predict` calls Ray Serve deployments; everything else is the in-process runtime's.
+class RayPredictor:
+    """Predicts on Ray Serve deployments; the runtime validates and formats in this process.
 
     Args:
         settings: the app's settings; `ray_address` names the cluster (ignored when Ray is already initialized).
@@ -52,17 +52,16 @@ class RayRuntime(Runtime):
     """
 
     def __init__(self, settings: Settings, *, config: ServeConfig | None = None) -> None:
-        super().__init__(settings)
         self.config = config or load_config()
         if not ray.is_initialized():
             ray.init(address=settings.ray_address, log_to_driver=False, logging_level=logging.WARNING)
-        self._handles = {name: serve.get_deployment_handle(name, app_name=name) for name in FAMILIES}
+        self._handles = {name: serve.get_deployment_handle(name, app_name=name) for name in self.config.deployments}
         try:
             running = set(serve.status().applications)
         except Exception as e:  # noqa: BLE001  (reported, not fatal: requests say "temporarily unavailable")
             log.warning("Cannot read Serve's status (%s): is the cluster up?", e)
         else:
-            missing = [name for name in FAMILIES if name not in running]
+            missing = [name for name in self.config.deployments if name not in running]
             if missing:
                 log.warning("Not deployed on the cluster: %s; deploy with `python -m mmdemo.serving deploy`",
                             ", ".join(missing))
@@ -70,6 +69,10 @@ class RayRuntime(Runtime):
     @property
     def max_batch(self) -> int:
         return self.config.max_batch_size
+
+    def incoming(self, task: Task) -> AbstractContextManager[None]:
+        """Nothing to count here: the replicas batch what reaches them together."""
+        return nullcontext()
 
     def predict(self, task: Task, specs: Mapping[str, ModelSpec], inputs: Any,
                 on_load: OnLoad | None = None) -> Prediction:
@@ -106,23 +109,14 @@ class RayRuntime(Runtime):
         if then is not None:
             then()
 
-    def preload(self, task_name: str, model_id: str | None = None, on_load: OnLoad | None = None) -> ModelKey:
-        """Load a task's model (default: its default) on a replica of its family's deployment.
-
-        Sentiment's multiplexed model is a model set: its preload loads the default text model with the zero-shot
-        and speech tabs' defaults, what a request giving all three modalities needs.
-        """
-        task = registry.get(task_name)
-        spec = task.model_spec(model_id, allow_custom=self.settings.allow_custom_models)
-        specs = {"model": spec}
-        if task_name == "sentiment":
-            specs = {"text": spec, "image": registry.get("zero_shot").default_model,
-                     "speech": registry.get("speech").default_model}
-        family = family_for(task_name).name
+    def preload(self, task: Task, specs: Mapping[str, ModelSpec], on_load: OnLoad | None = None) -> ModelKey:
+        """Load the model set `specs` (`Task.preload_set`) on a replica of the task's family without running it."""
+        first = next(iter(specs.values()))
         if on_load:
-            on_load(spec.id)
-        reply = self._call(family, multiplexed_model_id(specs), "preload", multiplexed_model_id(specs))
-        return ModelKey(spec.id, spec.revision, reply.device, reply.dtype)
+            on_load(first.id)
+        model_id = multiplexed_model_id(specs)
+        reply = self._call(family_for(task.name).name, model_id, "preload", model_id)
+        return ModelKey(first.id, first.revision, reply.device, reply.dtype)
 
     def cache_report(self) -> dict[str, Any]:
         """What every replica holds, from the board: per replica entries, and totals over all of them."""

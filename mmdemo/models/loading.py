@@ -18,14 +18,28 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from mmdemo.devices import cpu_supports, device_map_for
 from mmdemo.errors import ModelUnavailableError
-from mmdemo.memo import Memo
-from mmdemo.sources import WEIGHT_SUFFIXES
+from mmdemo.models.devices import cpu_supports, device_map_for
+from mmdemo.models.memo import Memo
+from mmdemo.models.sources import WEIGHT_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+
+
+@dataclass(frozen=True, order=True)
+class ModelKey:
+    """What makes two loads the same model: two tabs asking for an equal key share one entry."""
+
+    model_id: str
+    revision: str | None
+    device: str
+    dtype: str
+
+    def __str__(self) -> str:
+        revision = f"@{self.revision}" if self.revision else ""
+        return f"{self.model_id}{revision} ({self.device}, {self.dtype})"
 
 
 @dataclass
@@ -269,6 +283,27 @@ def _off_the_file(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def measure_nbytes(value: Any) -> int:
+    """Bytes held by a loaded value: its own `nbytes`, or a torch module's parameters and buffers."""
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return 0
+    if isinstance(value, torch.nn.Module):
+        seen: set[int] = set()
+        total = 0
+        for tensor in [*value.parameters(), *value.buffers()]:
+            if tensor.data_ptr() in seen:  # tied weights count once
+                continue
+            seen.add(tensor.data_ptr())
+            total += tensor.numel() * tensor.element_size()
+        return total
+    return 0
+
+
 def module_nbytes(model: torch.nn.Module) -> int:
     """Bytes of parameters and buffers (tied weights once), plus the packed weights of quantized Linear layers.
 
@@ -276,8 +311,6 @@ def module_nbytes(model: torch.nn.Module) -> int:
     bias taken as present: reading the packed weight back would unpack it (BLIP VQA: 5.6 s for 290 fp16 layers).
     """
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-
-    from mmdemo.cache import measure_nbytes
 
     total = measure_nbytes(model)
     for module in model.modules():
@@ -290,7 +323,7 @@ def module_nbytes(model: torch.nn.Module) -> int:
 def load_bundle(path: Path, *, device: str, dtype: torch.dtype, allowed: frozenset[str],
                 quantize: str | None = None) -> ModelBundle:
     """Load the checkpoint in `path` onto `device` in `dtype`, in eval mode (Linear layers in `quantize`'s format,
-    BLIP's attention fused: `mmdemo.attention`).
+    BLIP's attention fused: `mmdemo.models.attention`).
 
     Weights go straight to their device (accelerate's device map) rather than through a full CPU copy.
     Never runs code from the checkpoint (no trust_remote_code).
@@ -308,7 +341,7 @@ def load_bundle(path: Path, *, device: str, dtype: torch.dtype, allowed: frozens
     model.eval()
     if quantize:
         model = quantize_linear(_off_the_file(model), quantize)
-    from mmdemo.attention import fuse_attention  # imports BLIP's model code: not at start-up
+    from mmdemo.models.attention import fuse_attention  # imports BLIP's model code: not at start-up
 
     fuse_attention(model)
     return ModelBundle(model=model, processor=processor, architecture=architecture, tokenizer=tokenizer,

@@ -6,7 +6,7 @@ of the encoder's output, which generate() repeated once per beam of an input: re
 leaves that half unchanged, yet transformers' EncoderDecoderCache copies all of it at every step. For BLIP on
 CPU that copy was a third of the time of a batch of 8 captions (24 beams x 577 image tokens x 12 layers per step).
 `SharedCrossAttentionCache` reorders only the self-attention half; the output is the same token for token. BLIP's
-cross-attention goes further under it (`mmdemo.attention`): it keeps one copy of each image's keys and values.
+cross-attention goes further under it (`mmdemo.models.attention`): it keeps one copy of each image's keys and values.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class SharedCrossAttentionCache(EncoderDecoderCache):
     Exact because beam search only reorders beams within an input (each new beam descends from a beam of the same
     input) and every beam of an input attends to the same encoder output. Use a new one for each generate() call.
     `copies`: how many consecutive rows of the encoder output are one image's copies, once a layer that keeps one
-    copy (`mmdemo.attention.SharedImageCrossAttention`) has found out; its cross-attention half then holds one row
+    copy (`mmdemo.models.attention.SharedImageCrossAttention`) has found out; its cross-attention half then holds one row
     per image.
     """
 

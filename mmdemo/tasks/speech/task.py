@@ -1,7 +1,7 @@
 """Speech to text with Whisper: any clip in, a transcript (optionally timed) out.
 
 Clips longer than Whisper's 30 s window are transcribed completely with Whisper's sequential
-long-form decoding, greedy as the checkpoints are configured, by mmdemo.whisper_greedy (generate()'s
+long-form decoding, greedy as the checkpoints are configured, by mmdemo.tasks.speech.greedy (generate()'s
 tokens, faster). Word timestamps come from the cross-attention alignment heads, via the transformers
 ASR pipeline built over the cached model.
 """
@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from mmdemo import whisper_greedy
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
-from mmdemo.loading import ModelBundle
 from mmdemo.media import AudioClip, load_audio
-from mmdemo.subtitles import FORMATS, render
+from mmdemo.models.loading import ModelBundle
 from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task
+from mmdemo.tasks.speech import greedy as whisper_greedy
+from mmdemo.tasks.speech.subtitles import FORMATS, render
 
 SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 30.0
@@ -80,6 +80,7 @@ class SpeechTask(Task[SpeechInputs]):
         ModelSpec("openai/whisper-tiny.en", note="Whisper tiny, English only"),
     )
     architectures = frozenset({"WhisperForConditionalGeneration"})
+    serve_family = "whisper"
 
     def validate(self, raw: Mapping[str, Any], settings: Settings) -> SpeechInputs:
         spec = self.model_spec(raw.get("model"), allow_custom=settings.allow_custom_models)
@@ -147,7 +148,7 @@ def _detect_language(bundle: ModelBundle, **encoded: Any) -> str:
 
 
 def _transcribe(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, Any]:
-    """Transcript and segments; greedy checkpoints decode with mmdemo.whisper_greedy, others with generate()."""
+    """Transcript and segments; greedy checkpoints decode with mmdemo.tasks.speech.greedy, others with generate()."""
     if not whisper_greedy.supports(bundle.model):
         return _transcribe_with_generate(bundle, inputs)
     features = _features(bundle, inputs.audio.samples)["input_features"]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from transformers.models.blip.modeling_blip import BlipAttention
 from transformers.models.blip.modeling_blip_text import BlipTextSelfAttention
 
-from mmdemo.generation import SharedCrossAttentionCache
+from mmdemo.models.generation import SharedCrossAttentionCache
 
 
 class FusedBlipAttention(BlipAttention):

@@ -25,18 +25,18 @@ def build_arg_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code (1 with a one-line message on stderr on failure)."""
     args = build_arg_parser().parse_args(argv)
-    from mmdemo import offline_pack  # after parsing: --help stays fast
+    from mmdemo.offline import packs  # after parsing: --help stays fast
 
     model_dir = args.model_dir or default_model_dir()
     try:
         if args.command == "list-offline":
-            for pack in offline_pack.PACKS.values():
-                state = offline_pack.install_state(model_dir, pack)
+            for pack in packs.PACKS.values():
+                state = packs.install_state(model_dir, pack)
                 print(f"{pack.id:<26} {state:<10} {pack.summary}")
             print(f"model dir: {model_dir}")
         else:
-            offline_pack.install_offline(model_dir, ids=args.only, progress=lambda line: print(line, flush=True))
-    except (ValueError, OSError, offline_pack.OfflinePackError) as e:
+            packs.install_offline(model_dir, ids=args.only, progress=lambda line: print(line, flush=True))
+    except (ValueError, OSError, packs.OfflinePackError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # anything else still ends in one line, naming the kind of failure
@@ -44,6 +44,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,22 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmdemo.errors import BusyError, ModelTooLargeError
+from mmdemo.models.loading import ModelKey, measure_nbytes
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, order=True)
-class ModelKey:
-    """What makes two loads the same model: two tabs asking for an equal key share one entry."""
-
-    model_id: str
-    revision: str | None
-    device: str
-    dtype: str
-
-    def __str__(self) -> str:
-        revision = f"@{self.revision}" if self.revision else ""
-        return f"{self.model_id}{revision} ({self.device}, {self.dtype})"
 
 
 @dataclass(frozen=True)
@@ -73,32 +60,11 @@ class _PendingLoad:
     error: BaseException | None = None
 
 
-def measure_nbytes(value: Any) -> int:
-    """Bytes held by a loaded value: its own `nbytes`, or a torch module's parameters and buffers."""
-    nbytes = getattr(value, "nbytes", None)
-    if isinstance(nbytes, int):
-        return nbytes
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return 0
-    if isinstance(value, torch.nn.Module):
-        seen: set[int] = set()
-        total = 0
-        for tensor in [*value.parameters(), *value.buffers()]:
-            if tensor.data_ptr() in seen:  # tied weights count once
-                continue
-            seen.add(tensor.data_ptr())
-            total += tensor.numel() * tensor.element_size()
-        return total
-    return 0
-
-
 def release_memory() -> None:
     """Collect dropped references and return freed memory: the accelerator's to the driver, the heap's to the OS."""
     gc.collect()
     try:
-        from mmdemo.devices import empty_device_cache, trim_host_heap
+        from mmdemo.models.devices import empty_device_cache, trim_host_heap
     except ImportError:  # pragma: no cover
         return
     empty_device_cache()

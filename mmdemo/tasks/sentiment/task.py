@@ -6,7 +6,7 @@ Each modality gives probabilities over negative / neutral / positive:
 - image: CLIP (or SigLIP) zero-shot against a small ensemble of prompts per class, through the zero-shot task's
   scoring and its cache entry;
 - speech: Whisper transcribes (the speech task's cache entry) and the transcript goes through the text backend.
-The per-modality probabilities are then fused late (mmdemo.fusion), with a leave-one-out ablation.
+The per-modality probabilities are then fused late (mmdemo.tasks.sentiment.fusion), with a leave-one-out ablation.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Any
 
 from PIL import Image
 
-from mmdemo import fusion
 from mmdemo.config import Settings
 from mmdemo.errors import InputError, ModelUnavailableError
-from mmdemo.loading import ModelBundle
 from mmdemo.media import AudioClip, load_audio, load_image
+from mmdemo.models.loading import ModelBundle
 from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text
-from mmdemo.tasks.speech import SAMPLE_RATE, SpeechTask, transcribe_clip, transcription_gpu_seconds
+from mmdemo.tasks.sentiment import fusion
+from mmdemo.tasks.speech.task import SAMPLE_RATE, SpeechTask, transcribe_clip, transcription_gpu_seconds
 from mmdemo.tasks.zero_shot import GPU_SECONDS_PER_PROMPT, MAX_LABEL_CHARS, ZeroShotTask, score_labels
 
 LABELS = ("negative", "neutral", "positive")
@@ -168,6 +168,11 @@ class SentimentTask(Task[SentimentInputs]):
         if method == fusion.WEIGHTED_AVERAGE:
             fusion.check_weights(weights, inputs.modalities)  # before any model loads
         return inputs
+
+    def preload_set(self, spec: ModelSpec) -> Mapping[str, ModelSpec]:
+        """The text model with the zero-shot and speech tabs' defaults: what a request giving all three inputs needs
+        (on Ray Serve, one multiplexed model set)."""
+        return {"text": spec, "image": _ZERO_SHOT.default_model, "speech": _SPEECH.default_model}
 
     def models_needed(self, inputs: SentimentInputs) -> Mapping[str, ModelSpec]:
         """Only what this request uses: the text model reads the text and the transcript, CLIP the image."""
