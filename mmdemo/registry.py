@@ -34,5 +34,10 @@ def get(name: str) -> Task:
         raise UnknownTaskError(f"Unknown task {name!r}: choose one of {choices}") from None
 
 
+def unregister(name: str) -> None:
+    """Forget a task (a test's throwaway task); unknown names are ignored."""
+    TASKS.pop(name, None)
+
+
 def names() -> list[str]:
     return list(TASKS)

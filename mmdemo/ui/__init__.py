@@ -12,18 +12,9 @@ from mmdemo.config import Settings
 from mmdemo.runtime import Runtime
 from mmdemo.ui import models_panel
 from mmdemo.ui.gradio_patches import queueing, sessions
-from mmdemo.ui.tabs import captioning, sentiment, speech, vqa, zero_shot
+from mmdemo.ui.tabs import TABS
 
 log = logging.getLogger(__name__)
-
-# Task name -> tab builder. A new task's tab: one module in ui/ plus one line here.
-TAB_BUILDERS = {
-    "vqa": vqa.build,
-    "captioning": captioning.build,
-    "zero_shot": zero_shot.build,
-    "speech": speech.build,
-    "sentiment": sentiment.build,
-}
 
 HEADER = """<h1>mmdemo <span>multimodal transformers demos: images, speech and text</span></h1>
 <p><b>Click an example or upload your own file, then press the button.</b> {models}; every tab is also an API
@@ -68,7 +59,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
         gr.Markdown(HEADER.format(models=WHERE_MODELS_RUN[runtime.settings.backend]), elem_id="mm-header")
         with gr.Tabs():
             for name in registry.names():
-                build_tab = TAB_BUILDERS.get(name)
+                build_tab = TABS.get(name)
                 if build_tab is None:
                     log.warning("Task %s has no tab builder; it is available through Runtime only", name)
                     continue
