@@ -532,7 +532,7 @@ def test_mp3_with_a_damaged_middle_fails_cleanly_or_decodes(tmp_path):
 def test_audioread_fallback_matches_soundfile(monkeypatch):
     path = AUDIO / "stereo_diarization.wav"
     expected = load_audio(path)
-    monkeypatch.setattr(media.soundfile, "info", soundfile_cannot_read)
+    monkeypatch.setattr(media.audio.soundfile, "info", soundfile_cannot_read)
     clip = load_audio(path)
     assert (clip.source_rate, clip.channels, clip.duration) == (16000, 2, 5.0)
     np.testing.assert_allclose(clip.samples, expected.samples, atol=1e-7)
@@ -566,7 +566,7 @@ def test_audioread_stream_of_unknown_length_is_decoded_and_limited(monkeypatch):
         opened.append(path)
         return FakeAudioreadSource(stereo.reshape(-1), 16000, 2)
 
-    monkeypatch.setattr(media.soundfile, "info", soundfile_cannot_read)
+    monkeypatch.setattr(media.audio.soundfile, "info", soundfile_cannot_read)
     monkeypatch.setattr(audioread, "audio_open", open_fake)
     clip = load_audio(__file__)
     assert opened and (clip.channels, clip.duration) == (2, 1.0)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mmdemo import registry
 from mmdemo.errors import InputError
-from mmdemo.serving.families import FAMILIES, family_for, multiplexed_model_id, parse_model_id
+from mmdemo.serving.families import families, family_for, multiplexed_model_id, parse_model_id
 from mmdemo.tasks.base import ModelSpec
 
 
@@ -28,13 +29,14 @@ def test_single_checkpoints_are_their_own_id_and_odd_ids_are_refused():
         multiplexed_model_id({"model": ModelSpec("evil/x;text=y")})
 
 
-def test_every_task_has_one_family():
-    import mmdemo.tasks  # noqa: F401
-    from mmdemo import registry
-
-    assert {name: family_for(name).name for name in registry.names()} == {
-        "vqa": "vision_language", "captioning": "vision_language", "zero_shot": "clip", "speech": "whisper",
-        "sentiment": "sentiment"}
+def test_every_task_has_one_family_the_one_it_declares():
+    every = families()
+    for name in registry.names():
+        (family,) = [f for f in every.values() if name in f.tasks]
+        assert family is not None and family.name == (registry.get(name).serve_family or name)
+        assert family_for(name) == family
+    assert family_for("vqa") == family_for("captioning")  # tasks sharing models share a deployment
+    assert len(every) < len(registry.names())
     with pytest.raises(KeyError, match="vision_language"):
         family_for("ocr")
 
@@ -44,8 +46,8 @@ def test_the_repository_serve_config_covers_every_family():
     from mmdemo.serving.config import load_config
 
     config = load_config()
-    assert set(config.deployments) == set(FAMILIES)
-    for family in FAMILIES:
+    assert set(config.deployments) == set(families())
+    for family in families():
         options = config.deployment_options(family)
         replica = config.replica_options(family)
         assert options["max_ongoing_requests"] > replica.max_batch_size or replica.max_batch_size == 1, family
@@ -70,3 +72,21 @@ def test_a_bad_serve_config_says_what_is_wrong(tmp_path):
         load_config(missing)
     with pytest.raises(ValueError, match="Cannot read the Serve config"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_a_family_missing_from_the_serve_config_gets_the_defaults():
+    pytest.importorskip("ray.serve", reason="ray[serve] is not installed")
+    from mmdemo.serving.config import ReplicaOptions, load_config
+    from mmdemo.testing.echo import EchoTask
+
+    registry.register(EchoTask())
+    try:
+        config = load_config()
+        assert families()["echo"].tasks == ("echo",)
+        options = config.deployment_options("echo")
+        assert options["name"] == "echo" and options["num_replicas"] == 1
+        assert config.replica_options("echo") == ReplicaOptions()
+        assert options["max_ongoing_requests"] > config.replica_options("echo").max_batch_size
+    finally:
+        registry.unregister("echo")
+    assert "echo" not in families()

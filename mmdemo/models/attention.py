@@ -10,10 +10,8 @@ Same math, less work, in two places:
   their queries attend to them together. Needs the `SharedCrossAttentionCache` (which leaves the cross-attention
   half in place when beams are reordered); with any other cache the layer is transformers' own.
 
-Captioning with BLIP base on 2 CPU cores, 3 beams x 20 tokens, fp16 weights, against the shared cache alone:
-1 image 2,543 -> 1,845 ms (1.38x), 4 different images 9,627 -> 6,872 (1.40x), 8: 18,736 -> 13,654 (1.37x), the same
-tokens (`python -m benchmarks.fused_attention --repeats 3`). ViLT's attention done the same way measured 1.01x
-(324 vs 320 ms: its ~200 tokens leave little to fuse), so ViLT keeps transformers' own.
+Both give the same tokens, faster (`python -m benchmarks.fused_attention`; docs/performance.md has the figures).
+ViLT's attention done the same way measured no faster (its ~200 tokens leave little to fuse): it keeps transformers'.
 `fuse_attention(model)` switches a loaded model's modules to these classes (weights untouched); `load_bundle` does.
 """
 

@@ -123,8 +123,8 @@ def _model_class(architecture: str) -> type:
 def import_model_code(architectures: Iterable[str]) -> None:
     """Import transformers' classes for `architectures` (those transformers lacks are skipped).
 
-    The first one costs seconds (transformers' modeling and generation stack: 4.4 s on 2 CPU cores), the rest
-    tens of milliseconds each: done once, ahead of the first request, it is not part of anyone's first click.
+    The first one costs seconds (transformers' modeling and generation stack), the rest far less: done once, ahead
+    of the first request, it is not part of anyone's first click.
     """
     for architecture in architectures:
         with suppress(ModelUnavailableError):
@@ -179,8 +179,8 @@ def full_range_int8_activations() -> bool:
     u8 x s8 with AVX512-VNNI, which accumulates in int32. Without it (AVX2), fbgemm's pairwise int16 sums can
     saturate, which is why torch's dynamic Linear always quantizes activations to 7 bits (`reduce_range=True`).
 
-    7 bits cost Whisper base two words in a hundred on the English clips on a VNNI machine (corpus WER 7.0 % in
-    fp32, 10.2 % int8), 8 bits none (7.5 %), at the same speed (tests/test_acceptance_speech.py).
+    On a VNNI machine 7 bits cost Whisper base words on the English clips that 8 bits keep, at the same speed
+    (tests/test_acceptance_speech.py; docs/performance.md).
     """
     return torch.backends.quantized.engine in ("x86", "fbgemm") and cpu_supports("vnni")
 
@@ -239,10 +239,9 @@ def _converted(module: torch.nn.Module) -> bool:
 def _convert_linears(model: torch.nn.Module, convert: Callable[[torch.nn.Linear], torch.nn.Module]) -> torch.nn.Module:
     """Every torch.nn.Linear replaced, in place, by `convert(layer)`: the modules `quantize_dynamic` makes, faster.
 
-    Packing a weight for fbgemm is slow (BLIP base's 290 layers in fp16: 17 ms each here), and torch's conversion
-    packs a zero weight of the full size before the real one. Here each weight is packed once, the layers on
-    `torch.get_num_threads()` threads (packing releases the GIL), with the same outputs: on 2 cores, BLIP VQA to
-    fp16 4.57 -> 1.64 s, Whisper base to int8 1.15 -> 0.52 s (`python -m benchmarks.linear_conversion`).
+    Packing a weight for fbgemm is slow, and torch's conversion packs a zero weight of the full size before the real
+    one. Here each weight is packed once, the layers on `torch.get_num_threads()` threads (packing releases the
+    GIL), with the same outputs (`python -m benchmarks.linear_conversion`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -259,11 +258,11 @@ def _convert_linears(model: torch.nn.Module, convert: Callable[[torch.nn.Linear]
 def _off_the_file(model: torch.nn.Module) -> torch.nn.Module:
     """Copy every parameter and buffer out of the mapped checkpoint file, except the Linear weights, which the
     conversion to int8 or fp16 copies anyway: after it, nothing keeps the file mapped, and the fp32 weights are not
-    left resident as its pages (BLIP captioning: 774 MB against 1.5 GB).
+    left resident as its pages.
 
     transformers maps a safetensors checkpoint and hands out views of it. Reading the file into memory instead
-    (`disable_mmap`) copied it twice, whole: BLIP VQA's first load and conversion took 6.9 s against 2.6 s this way,
-    at the same resident size after (`python -m benchmarks.model_load`).
+    (`disable_mmap`) copied it twice, whole, and took longer, at the same resident size after
+    (`python -m benchmarks.model_load`).
     """
     modules = list(model.modules())
     converted = {id(module.weight) for module in modules if _converted(module)}
@@ -308,7 +307,7 @@ def module_nbytes(model: torch.nn.Module) -> int:
     """Bytes of parameters and buffers (tied weights once), plus the packed weights of quantized Linear layers.
 
     A packed layer is counted from its shape, its weight at the stored width (fp16: 2 bytes, int8: 1) and an fp32
-    bias taken as present: reading the packed weight back would unpack it (BLIP VQA: 5.6 s for 290 fp16 layers).
+    bias taken as present: reading the packed weight back would unpack it, which takes seconds for a BLIP.
     """
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 

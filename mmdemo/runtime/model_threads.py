@@ -2,11 +2,10 @@
 
 torch's CPU builds run their parallel regions with GNU OpenMP, which gives every thread that starts one a team of
 worker threads of its own, kept as long as that thread lives. Once the process holds more of those threads than it
-has CPUs, libgomp stops letting any team's workers spin between regions (a few microseconds instead of about 3 ms):
-each of the thousands of small regions of a decoding loop then waits for its workers to wake up. A web server hands
-requests to whichever of its worker threads is free, so they soon hold a team each, idle but alive: on our 2-core
-machine, served by 4 threads in turn, BLIP VQA took 1,435 ms a request against 1,125 ms with each model call on a
-thread of its own, sentiment 51 against 30, Whisper tiny.en 460 against 334 (`python -m benchmarks.model_threads`).
+has CPUs, libgomp stops letting any team's workers spin between regions: each of the thousands of small regions
+of a decoding loop then waits for its workers to wake up. A web server hands requests to whichever of its worker
+threads is free, so they soon hold a team each, idle but alive, and every model call slows down
+(`python -m benchmarks.model_threads` measures it; docs/performance.md has the figures).
 A thread that ends takes its team with it, so a call on a thread of its own leaves at most one team behind while it
 runs, however many threads serve requests. (On a GPU the models' work is not OpenMP's: nothing moves there.)
 """

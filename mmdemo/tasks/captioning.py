@@ -20,8 +20,8 @@ from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text, im
 DECODING_MODES = ("beam", "sample")
 # Sampling seeds torch's global generator; one sampling request at a time keeps seeds reproducible.
 _SAMPLING_LOCK = threading.Lock()
-# GPU time per new token of one beam or sample: BLIP large took 2.3 s for 8 beams x 100 tokens on an H200
-# (first call; 1.2 s after), 0.003 s each; a ZeroGPU slice is slower.
+# GPU time per new token of one beam or sample: a few times what BLIP large takes on a whole H200, since a ZeroGPU
+# slice is slower (`python -m benchmarks.gpu_seconds`; docs/spaces.md).
 GPU_SECONDS_PER_TOKEN = 0.01
 
 

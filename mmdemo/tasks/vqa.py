@@ -20,7 +20,7 @@ from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text
 
 TOP_K = 5
 MAX_ANSWER_TOKENS = 20
-GPU_SECONDS = 5.0  # one image and question; BLIP base generated a 20-token answer in 0.2 s on an H200
+GPU_SECONDS = 5.0  # one image and question: many times a BLIP answer's GPU time (`python -m benchmarks.gpu_seconds`)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ ENSEMBLE_TEMPLATES = (
 )
 MIN_LABELS = 2
 MAX_LABEL_CHARS = 100
-# GPU time per label x template: CLIP L/14 encoded 400 prompts in 0.8 s on an H200 (first call; 0.01 s after).
+# GPU time per label x template, a first call's on CLIP L/14 (`python -m benchmarks.gpu_seconds`).
 GPU_SECONDS_PER_PROMPT = 0.01
 
 

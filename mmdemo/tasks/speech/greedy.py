@@ -2,7 +2,7 @@
 
 For a small Whisper, transformers' `generate()` spends most of each decoding step outside the model: attention masks
 and cache objects built per token, output dataclasses, and logits processors that rebuild vocabulary-sized masks for
-every token (`torch.isin` over 51,865 ids, about 1 ms a token here). This module runs the checkpoint's own modules
+every token (`torch.isin` over the whole vocabulary). This module runs the checkpoint's own modules
 (int8 or not, on any device) with a preallocated self-attention cache, suppression masks built once, and Whisper's
 timestamp rules on plain lists. It reproduces `WhisperForConditionalGeneration.generate`'s greedy decoding token
 for token, long-form seeking included (tests/test_whisper_greedy.py holds them side by side); beam search, sampling
@@ -180,7 +180,7 @@ class GreedyWhisper:
         """An empty self-attention cache per layer, and every layer's cross-attention keys and values.
 
         The keys and values are made contiguous once, as transformers keeps them: every step reads all of them, and
-        from strided views that took 2-13 % longer per clip on a CPU (same tokens).
+        reading strided views is slower (`python -m benchmarks.whisper_decoding`).
         """
         dtype, device = hidden.dtype, hidden.device
         cache = [torch.zeros(2, 1, self.heads, self.max_positions, self.head_dim, dtype=dtype, device=device)
