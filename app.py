@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Mapping
 
-from mmdemo.config import Settings, settings_from_args
+from mmdemo.config import Settings, on_space, settings_from_args
 from mmdemo.ui import launch
 
 
@@ -22,7 +22,7 @@ def app_settings(argv: list[str] | None = None, environ: Mapping[str, str] | Non
     """Settings from flags and MMDEMO_* variables; on a Space (SPACE_ID set) serve on 0.0.0.0 unless MMDEMO_HOST or
     --host says otherwise, since the Space's proxy reaches the app from outside its container."""
     env = dict(os.environ if environ is None else environ)
-    if env.get("SPACE_ID") and not env.get("MMDEMO_HOST", "").strip():
+    if on_space(env) and not env.get("MMDEMO_HOST", "").strip():
         env["MMDEMO_HOST"] = "0.0.0.0"
     return settings_from_args(argv, env)
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def default_model_dir() -> Path:
@@ -17,15 +21,50 @@ def default_model_dir() -> Path:
     return Path(hf_home) / "mmdemo" / "models"
 
 
-def _env_flag(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None or value.strip() == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+FLAG_CHOICES = "1/0, true/false, yes/no or on/off"
+SWITCH_MODES = ("auto", "on", "off")  # a setting that is on or off, or decided from where the app runs
 
 
-def _env_list(name: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+def parse_flag(value: str) -> bool:
+    """A yes-or-no setting: 1/0, true/false, yes/no or on/off, in any case."""
+    word = value.strip().lower()
+    if word not in FLAG_WORDS:
+        raise ValueError(f"use {FLAG_CHOICES}")
+    return FLAG_WORDS[word]
+
+
+def parse_switch(value: str) -> str:
+    """One of SWITCH_MODES, from auto or any word `parse_flag` reads."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return "on" if parse_flag(value) else "off"
+    except ValueError:
+        raise ValueError(f"use auto, {FLAG_CHOICES}") from None
+
+
+def env_value(name: str, convert: Callable[[str], T], environ: Mapping[str, str] | None = None) -> T | None:
+    """`convert` applied to environment variable `name`, None when it is unset or blank; a value `convert` refuses
+    raises a ValueError that names the variable, the value and (from `convert`) the valid ones."""
+    raw = (os.environ if environ is None else environ).get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return convert(raw)
+    except ValueError as e:
+        raise ValueError(f"{name}={raw!r} is not valid: {e}") from e
+
+
+def env_flag(name: str, default: bool = False, environ: Mapping[str, str] | None = None) -> bool:
+    """A yes-or-no environment variable (see `parse_flag`); `default` when it is unset or blank."""
+    value = env_value(name, parse_flag, environ)
+    return default if value is None else value
+
+
+def on_space(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the app runs on a Hugging Face Space, which sets SPACE_ID."""
+    return bool((os.environ if environ is None else environ).get("SPACE_ID", "").strip())
 
 
 def parse_bytes(text: str) -> int:
@@ -57,6 +96,9 @@ class Settings:
     model_dir: Path = field(default_factory=default_model_dir)  # MMDEMO_MODEL_DIR / --model-dir
     preload: tuple[str, ...] = ()  # MMDEMO_PRELOAD / --preload: task names whose default models load at start
     allow_custom_models: bool = False  # MMDEMO_ALLOW_CUSTOM_MODELS: free-text model ids beyond the curated lists
+    # MMDEMO_MODEL_ADMIN: whether the Models panel (and its /preload, /unload endpoints) may load and unload models:
+    # on, off, or auto: on, but off on a Space, where any visitor could otherwise churn the shared cache
+    model_admin: str = "auto"
     max_audio_seconds: float = 600.0  # MMDEMO_MAX_AUDIO_SECONDS: longer recordings are refused
     max_image_pixels: int = 40_000_000  # MMDEMO_MAX_IMAGE_PIXELS: larger images are refused before decoding
     max_text_chars: int = 2_000  # MMDEMO_MAX_TEXT_CHARS: longest question, prefix or label list
@@ -79,6 +121,9 @@ class Settings:
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}: fix {_ENV[name][0]}")
+        if self.model_admin not in SWITCH_MODES:
+            raise ValueError(f"model_admin must be {', '.join(SWITCH_MODES)}, got {self.model_admin!r}: "
+                             f"fix {_ENV['model_admin'][0]}")
 
 
 LIMITS = ("max_audio_seconds", "max_image_pixels", "max_text_chars", "max_labels", "max_upload_bytes",
@@ -91,7 +136,8 @@ _ENV: dict[str, tuple[str, object]] = {
     "memory_budget": ("MMDEMO_MEMORY_BUDGET", parse_bytes),
     "model_dir": ("MMDEMO_MODEL_DIR", lambda v: Path(v).expanduser()),
     "preload": ("MMDEMO_PRELOAD", lambda v: tuple(x.strip() for x in v.split(",") if x.strip())),
-    "allow_custom_models": ("MMDEMO_ALLOW_CUSTOM_MODELS", lambda v: v.strip().lower() in {"1", "true", "yes", "on"}),
+    "allow_custom_models": ("MMDEMO_ALLOW_CUSTOM_MODELS", parse_flag),
+    "model_admin": ("MMDEMO_MODEL_ADMIN", parse_switch),
     "max_audio_seconds": ("MMDEMO_MAX_AUDIO_SECONDS", float),
     "max_image_pixels": ("MMDEMO_MAX_IMAGE_PIXELS", int),
     "max_text_chars": ("MMDEMO_MAX_TEXT_CHARS", int),
@@ -117,16 +163,11 @@ def env_var(field_name: str) -> str:
 
 def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
     """Settings from MMDEMO_* variables, defaults elsewhere."""
-    environ = os.environ if environ is None else environ
     values: dict[str, object] = {}
     for name, (var, convert) in _ENV.items():
-        raw = environ.get(var)
-        if raw is None or raw.strip() == "":
-            continue
-        try:
-            values[name] = convert(raw)  # type: ignore[operator]
-        except ValueError as e:
-            raise ValueError(f"{var}={raw!r} is not valid: {e}") from e
+        value = env_value(var, convert, environ)  # type: ignore[arg-type]
+        if value is not None:
+            values[name] = value
     return Settings(**values)
 
 
@@ -161,4 +202,8 @@ def settings_from_args(argv: list[str] | None = None, environ: dict[str, str] | 
     return replace(settings, **overrides)
 
 
-SETTING_NAMES = tuple(f.name for f in fields(Settings))
+def model_admin_enabled(settings: Settings, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether visitors may preload and unload models: `settings.model_admin`, with auto off on a Space."""
+    if settings.model_admin == "auto":
+        return not on_space(environ)
+    return settings.model_admin == "on"

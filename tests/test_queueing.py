@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
-import socket
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -16,8 +15,6 @@ import pytest
 from gradio_client import Client
 
 import mmdemo.tasks  # noqa: F401
-from mmdemo.config import Settings
-from mmdemo.runtime import Runtime
 from mmdemo.ui import build_demo
 from mmdemo.ui.gradio_patches import queueing
 from mmdemo.ui.gradio_patches.queueing import GRADIO_QUEUE, WakingQueue
@@ -93,12 +90,6 @@ def test_an_idle_queue_looks_a_few_times_a_second_where_gradios_looks_hundreds()
     assert waking["dispatcher"] <= guard_looks and waking["progress sender"] <= guard_looks, waking
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def progress_shown(job) -> set[str]:
     """The progress descriptions a job's client received."""
     updates, shown = job.communicator.updates, set()
@@ -108,11 +99,11 @@ def progress_shown(job) -> set[str]:
     return shown
 
 
-def test_requests_and_progress_go_through_at_once_without_the_guard(monkeypatch):
+def test_requests_and_progress_go_through_at_once_without_the_guard(monkeypatch, launched):
     """With the guard at a minute, only the wake-ups can move the queue: a request joining, a job ending (the
     next waiting request starts: one at a time here), a job starting (its progress reaches the client)."""
     monkeypatch.setattr(queueing, "LOOK_ANYWAY_S", 60.0)
-    queueing.install()
+    monkeypatch.setattr(gradio.queueing, "Queue", WakingQueue)  # what install() does, undone after the test
 
     def shout(text: str, progress: gr.Progress = gr.Progress()) -> str:
         progress(0.5, desc=f"shouting {text}")
@@ -124,16 +115,11 @@ def test_requests_and_progress_go_through_at_once_without_the_guard(monkeypatch)
         box.submit(shout, box, box, api_name="shout", concurrency_limit=1)
     demo.queue()
     assert type(demo._queue) is WakingQueue
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        words = ["one", "two", "three", "four"]
-        with ThreadPoolExecutor(len(words)) as pool:
-            jobs = list(pool.map(lambda word: client.submit(word, api_name="/shout"), words))
-            # 4 x 0.3 s one after another; without the wake-ups each would wait for the minute's guard
-            answers = [job.result(timeout=20) for job in jobs]
-        assert answers == ["ONE", "TWO", "THREE", "FOUR"]
-        assert set().union(*map(progress_shown, jobs)) == {f"shouting {word}" for word in words}
-    finally:
-        demo.close()
+    client = Client(launched(demo), verbose=False)
+    words = ["one", "two", "three", "four"]
+    with ThreadPoolExecutor(len(words)) as pool:
+        jobs = list(pool.map(lambda word: client.submit(word, api_name="/shout"), words))
+        # 4 x 0.3 s one after another; without the wake-ups each would wait for the minute's guard
+        answers = [job.result(timeout=20) for job in jobs]
+    assert answers == ["ONE", "TWO", "THREE", "FOUR"]
+    assert set().union(*map(progress_shown, jobs)) == {f"shouting {word}" for word in words}

@@ -10,8 +10,6 @@ import gradio.state_holder
 import pytest
 
 import mmdemo.tasks  # noqa: F401
-from mmdemo.config import Settings
-from mmdemo.runtime import Runtime
 from mmdemo.ui import build_demo
 from mmdemo.ui.gradio_patches.sessions import GRADIO_SESSION_STATE, LazySessionState
 

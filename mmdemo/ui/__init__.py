@@ -10,8 +10,7 @@ from mmdemo import collector, registry
 from mmdemo.backends import create_runtime
 from mmdemo.config import Settings
 from mmdemo.runtime import Runtime
-from mmdemo.ui import models_panel
-from mmdemo.ui.gradio_patches import queueing, sessions
+from mmdemo.ui import gradio_patches, models_panel
 from mmdemo.ui.tabs import TABS
 
 log = logging.getLogger(__name__)
@@ -53,8 +52,9 @@ STYLE = {"theme": gr.themes.Soft(spacing_size="sm"), "css": CSS}
 
 def build_demo(runtime: Runtime) -> gr.Blocks:
     """The whole app; building it loads no model."""
-    sessions.install()  # a visitor's session, or a call without one, no longer renders every block's config
-    queueing.install()  # the queue's dispatcher waits for requests rather than looking every millisecond
+    # Sessions that render no block's config up front, a queue that waits for requests rather than looking every
+    # millisecond: on the Gradio version the patches were written for (else Gradio's own, and one warning).
+    gradio_patches.install()
     with gr.Blocks(title="mmdemo: multimodal transformers demos", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(HEADER.format(models=WHERE_MODELS_RUN[runtime.settings.backend]), elem_id="mm-header")
         with gr.Tabs():

@@ -1,4 +1,9 @@
-"""The Models panel: what the shared cache holds, and buttons to preload or unload models."""
+"""The Models panel: what the shared cache holds, and buttons to preload or unload models.
+
+With model admin off (MMDEMO_MODEL_ADMIN; by default on a Space) the panel only reports: the buttons are hidden and
+the /preload and /unload endpoints answer ADMIN_OFF, keeping their names so that a client gets that line rather
+than "no such endpoint".
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,12 @@ from typing import Any
 import gradio as gr
 
 from mmdemo import registry
+from mmdemo.config import env_var, model_admin_enabled
 from mmdemo.errors import InputError, VisitorError
 from mmdemo.runtime import Runtime
 
 HEADERS = ["model", "device", "dtype", "MB", "load s", "hits", "last used", "in use"]
+ADMIN_OFF = f"Model admin is off on this server: set {env_var('model_admin')}=1 to preload or unload models"
 
 
 def _model_cell(entry: dict[str, Any]) -> str:
@@ -53,7 +60,10 @@ def build(runtime: Runtime) -> tuple[Callable[[], dict[str, Any]], gr.JSON, list
     gr.Markdown(lead, elem_classes="mm-lead")
     summary = gr.Markdown(elem_id="models-summary")
     table = gr.Dataframe(headers=HEADERS, label="Resident models", interactive=False, elem_id="models-table")
-    with gr.Row():
+    admin = model_admin_enabled(runtime.settings)
+    if not admin:
+        gr.Markdown(ADMIN_OFF, elem_id="models-admin-off")
+    with gr.Row(visible=admin, elem_id="models-admin"):
         with gr.Column():
             task_names = registry.names()
             task = gr.Dropdown([(registry.get(n).title, n) for n in task_names], value=task_names[0],
@@ -69,7 +79,12 @@ def build(runtime: Runtime) -> tuple[Callable[[], dict[str, Any]], gr.JSON, list
     def models() -> dict[str, Any]:
         return runtime.cache_report()
 
+    def require_admin() -> None:
+        if not admin:  # before anything touches the cache
+            raise gr.Error(ADMIN_OFF, print_exception=False)
+
     def preload_model(task_name: str, progress: gr.Progress = gr.Progress()) -> dict[str, Any]:
+        require_admin()
         try:
             runtime.preload(task_name, on_load=lambda m: progress(0, desc=f"Loading {m}…"))
         except (VisitorError, KeyError) as e:
@@ -77,6 +92,7 @@ def build(runtime: Runtime) -> tuple[Callable[[], dict[str, Any]], gr.JSON, list
         return runtime.cache_report()
 
     def unload_model(model_id: str) -> dict[str, Any]:
+        require_admin()
         try:
             if not model_id:
                 raise InputError("Pick a resident model to unload")

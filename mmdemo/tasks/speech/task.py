@@ -26,11 +26,13 @@ SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 30.0
 WHISPER_TASKS = ("transcribe", "translate")
 TIMESTAMP_MODES = ("none", "segment", "word")
+EXAMPLE_LANGUAGES = ("en", "de", "fr", "zh", "ja")  # named when a language is unknown (Whisper knows about 100)
 SUBTITLE_LINE_CHARS = 42  # a common subtitle line length
-# GPU time per second of audio: Whisper small decoding a 30 s window to all 448 positions took 2.8 s on an H200.
+# GPU time per second of audio: Whisper small decoding a full window to all 448 positions, with room to spare
+# (`python -m benchmarks.gpu_seconds`).
 GPU_SECONDS_PER_AUDIO_SECOND = 0.15
-# A fresh GPU process sets up attention kernels for each new decoder length once: 17-20 s for a full window on an
-# H200 (torch 2.11), measured with random weights. ZeroGPU runs each call in such a process.
+# A fresh GPU process sets up attention kernels for each new decoder length once, which for a full window takes
+# longer than decoding it (`python -m benchmarks.gpu_seconds`). ZeroGPU runs each call in such a process.
 GPU_SECONDS_FIRST_WINDOW = 22.0
 
 
@@ -52,7 +54,7 @@ def parse_language(value: Any) -> str | None:
     by_name = {name: code for code, name in languages.items()}
     if text in by_name:
         return by_name[text]
-    raise InputError(f"Unknown language {value!r}: choose auto or a Whisper language such as en, fr, german")
+    raise InputError(f"Unknown language {value!r}: use a code or name such as {', '.join(EXAMPLE_LANGUAGES)} or auto")
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,12 @@
 
 Gradio 6's queue runs two loops on the server's event loop, busy or idle: the dispatcher (`start_processing`) looks
 at the queue every millisecond and the progress sender (`start_progress_updates`) at the running jobs every 10 ms:
-about 3.5 % of a core while nobody uses the app, on our 2-core CPU (`python -m benchmarks.queue_wakeup`), each look
+a steady share of a core while nobody uses the app (`python -m benchmarks.queue_wakeup` measures it), each look
 taking the GIL from whatever the app is computing. Only a request joining the queue (`push`) or a job ending
 (`process_events`: a worker and a concurrency slot free again) gives the dispatcher something to do, and only a job
 starting gives the progress sender something to send. `WakingQueue` signals those and runs Gradio's loops waiting on
-the signals; `install()` makes Gradio build its queues from it.
+the signals; `install()` makes Gradio build its queues from it. Apply it through `mmdemo.ui.gradio_patches.install()`,
+which checks the Gradio version first.
 """
 
 from __future__ import annotations
@@ -114,3 +115,8 @@ class WakingQueue(GRADIO_QUEUE):
 def install(queue_class: type = WakingQueue) -> None:
     """Make every Gradio app in this process build its queue from `queue_class` (idempotent)."""
     gradio.queueing.Queue = queue_class
+
+
+def uninstall() -> None:
+    """Make Gradio build its queues from its own class again."""
+    install(GRADIO_QUEUE)

@@ -1,10 +1,11 @@
 """Gradio sessions that build a component's config when it is first read, not every config when they start.
 
 Gradio 6 gives each visitor's session, and every API call made without a session hash (curl, fetch, any plain HTTP
-client), a `SessionState` that renders the config of every block of the app up front. This app has 145 blocks:
-26 ms of CPU and 246 KB per session on our 2-core machine (`python -m benchmarks.sessions`), spent on the server's
-event loop, for configs that Gradio reads only for blocks an event updated and when it restores a deep link.
-`LazySessionState` keeps the same contents and builds each config on first read; `install()` makes Gradio use it.
+client), a `SessionState` that renders the config of every block of the app up front, over a hundred here: CPU time
+and memory per session (`python -m benchmarks.sessions` measures both), spent on the server's event loop, for
+configs that Gradio reads only for blocks an event updated and when it restores a deep link. `LazySessionState`
+keeps the same contents and builds each config on first read; `install()` makes Gradio use it. Apply it through
+`mmdemo.ui.gradio_patches.install()`, which checks the Gradio version first.
 """
 
 from __future__ import annotations
@@ -53,3 +54,8 @@ def install(session_class: type = LazySessionState) -> None:
     """Make every Gradio app in this process start its sessions with `session_class` (idempotent)."""
     for module in (gradio.state_holder, gradio.route_utils, gradio.blocks):
         module.SessionState = session_class
+
+
+def uninstall() -> None:
+    """Make Gradio start its sessions with its own class again."""
+    install(GRADIO_SESSION_STATE)

@@ -16,16 +16,33 @@ from mmdemo.ui.common import asset, examples, model_dropdown, provenance_line, r
 
 EXAMPLES = ["jfk.flac", "LJ050-0131.wav", "librispeech_61-70968-0002.wav"]
 DOWNLOAD_ROOT = Path(tempfile.gettempdir()) / "mmdemo-transcripts"
+# A transcript's folder only stages its files: Gradio copies an output file into its own cache (which the app's
+# delete_cache empties) before serving it. Folders go after an hour, and the oldest first beyond a count, so that a
+# burst of requests cannot fill the disk.
 KEEP_DOWNLOADS_SECONDS = 3600
+MAX_DOWNLOAD_FOLDERS = 256
+
+
+def _remove_old_downloads() -> None:
+    """Remove folders older than KEEP_DOWNLOADS_SECONDS, then the oldest until one more fits MAX_DOWNLOAD_FOLDERS."""
+    folders = []
+    for folder in DOWNLOAD_ROOT.iterdir():
+        try:
+            folders.append((folder.stat().st_mtime, folder))
+        except FileNotFoundError:  # removed meanwhile by another request
+            continue
+    folders.sort()
+    cutoff = time.time() - KEEP_DOWNLOADS_SECONDS
+    excess = len(folders) - (MAX_DOWNLOAD_FOLDERS - 1)
+    for number, (mtime, folder) in enumerate(folders):
+        if mtime < cutoff or number < excess:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_downloads(result: dict[str, Any]) -> list[str]:
-    """Write transcript.{txt,srt,vtt} into a fresh folder; folders older than an hour are removed."""
+    """Write transcript.{txt,srt,vtt} into a fresh folder, after removing old folders (see MAX_DOWNLOAD_FOLDERS)."""
     DOWNLOAD_ROOT.mkdir(parents=True, exist_ok=True)
-    cutoff = time.time() - KEEP_DOWNLOADS_SECONDS
-    for old in DOWNLOAD_ROOT.iterdir():
-        if old.stat().st_mtime < cutoff:
-            shutil.rmtree(old, ignore_errors=True)
+    _remove_old_downloads()
     folder = Path(tempfile.mkdtemp(dir=DOWNLOAD_ROOT))
     paths = []
     for fmt, text in result["downloads"].items():
@@ -52,7 +69,9 @@ def build(runtime: Runtime) -> None:
             examples("speech", [[asset(name)] for name in EXAMPLES], [audio])
             model = model_dropdown(runtime, "speech")
             with gr.Row():
-                language = gr.Dropdown(languages, value="auto", label="Language", scale=2)
+                # Any value reaches the task, which reads codes and names and refuses others in one line (Gradio's
+                # own check would list every language).
+                language = gr.Dropdown(languages, value="auto", label="Language", allow_custom_value=True, scale=2)
                 timestamps = gr.Radio([(mode.title(), mode) for mode in TIMESTAMP_MODES], value="segment",
                                       label="Timestamps", scale=3)
             task = gr.Radio([("Transcribe", "transcribe"), ("Translate to English", "translate")],
