@@ -1,11 +1,10 @@
 """Python's cyclic garbage collector around the app's start-up.
 
 Importing gradio, torch and transformers and building the app leaves about 500,000 long-lived objects, none of them
-garbage, and the collector's full passes over them are pure cost, each holding the GIL
-(`python -m benchmarks.startup_gc`). `app.py` pauses the collector before those imports; once the page is served and the model code
-is imported, `settle` collects once (start-up's own garbage is freed, not kept), moves what survives to the
-permanent generation (`gc.freeze`: later full passes, during a model load or after an eviction, skip it) and
-resumes collection.
+garbage, and the collector's full passes over them are pure cost, each holding the GIL (`python -m
+benchmarks.startup_gc`). `app.py` pauses the collector before those imports; once the page is served and the model code
+is imported, `settle` collects once (start-up's own garbage is freed, not kept), moves what survives to the permanent
+generation (`gc.freeze`: later full passes, during a model load or after an eviction, skip it) and resumes collection.
 
 Only a process that called `pause` is touched: a test or a library user that imports mmdemo keeps its collector.
 """

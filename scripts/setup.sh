@@ -15,3 +15,5 @@ elif [ "${1:-}" = "ray" ]; then
 else
   "${pip[@]}" -r requirements.txt
 fi
+# mmdemo itself, editable: `python -m mmdemo...` works from any folder, and code changes need no reinstall.
+.venv/bin/python -m pip show -qq mmdemo >/dev/null 2>&1 || "${pip[@]}" --no-deps -e .

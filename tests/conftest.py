@@ -1,4 +1,4 @@
-"""Shared pytest setup: offline Hugging Face, tiny local checkpoints, a runtime over them, free ports, launched apps."""
+"""Shared pytest setup: offline Hugging Face, tiny local checkpoints, a runtime over them, launched apps."""
 
 from __future__ import annotations
 
@@ -7,27 +7,16 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import socket  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
+from mmdemo.testing.servers import free_port  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_BUDGET = 4 * 1024**3  # bytes: every tiny checkpoint fits many times over
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def free_port() -> Callable[[], int]:
-    """A function giving a loopback port that is free now."""
-    return _free_port
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +56,7 @@ def launched() -> Iterator[Callable[..., str]]:
     demos = []
 
     def launch(demo: Any, **kwargs: Any) -> str:
-        port = _free_port()
+        port = free_port()
         demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kwargs)
         demos.append(demo)
         return f"http://127.0.0.1:{port}/"

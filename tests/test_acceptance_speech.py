@@ -17,6 +17,7 @@ import transformers
 
 import mmdemo.tasks  # noqa: F401
 from benchmarks.wer import corpus_wer, wer
+from mmdemo.backends import local_runtime
 from mmdemo.config import Settings, default_model_dir
 from mmdemo.media import load_audio
 from mmdemo.offline.packs import PACKS, install_state
@@ -49,7 +50,7 @@ INT8_WER_TOLERANCE = 0.01  # int8 Linear layers (the CPU default) may cost at mo
 @cache
 def runtime(quantize: str) -> Runtime:
     """One runtime per quantization setting for the whole module ("none": fp32, "auto": the CPU default)."""
-    return Runtime(Settings(model_dir=MODEL_DIR, device="cpu", memory_budget=4 * 1024**3, quantize=quantize))
+    return local_runtime(Settings(model_dir=MODEL_DIR, device="cpu", memory_budget=4 * 1024**3, quantize=quantize))
 
 
 @cache

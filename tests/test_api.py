@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,6 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 import mmdemo.tasks  # noqa: F401
-from mmdemo.config import Settings
-from mmdemo.runtime import Runtime
 from mmdemo.ui import build_demo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,22 +25,10 @@ PROVENANCE_KEYS = {"models", "revisions", "device", "dtype", "ms", "batch_size"}
 ENTRY_KEYS = {"model", "revision", "device", "dtype", "bytes", "load_seconds", "hits", "last_used", "in_use"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
-def url(tiny_runtime):
-    runtime = tiny_runtime()
-    demo = build_demo(runtime)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+def url(tiny_runtime, launched):
+    return launched(build_demo(tiny_runtime()))
 
 
 @pytest.fixture(scope="module")

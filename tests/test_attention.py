@@ -14,11 +14,9 @@ from transformers.models.blip.modeling_blip_text import BlipTextSelfAttention
 
 import mmdemo.tasks  # noqa: F401  (registers the tasks)
 from mmdemo import registry
-from mmdemo.config import Settings
 from mmdemo.media import load_image
 from mmdemo.models.attention import FusedBlipAttention, SharedImageCrossAttention, fuse_attention, repeated_rows
 from mmdemo.models.generation import SharedCrossAttentionCache
-from mmdemo.runtime import Runtime
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 CHELSEA, COFFEE, ASTRONAUT = (load_image(str(ASSETS / name)) for name in
@@ -133,7 +131,7 @@ def test_the_runtime_loads_blip_fused_and_leaves_other_models_alone(tiny_runtime
             ("vqa", "dandelin/vilt-b32-finetuned-vqa", set()),
             ("zero_shot", "openai/clip-vit-base-patch32", set())):
         task = registry.get(task_name)
-        with runtime.bundles(task, {"model": task.model_spec(model_id)}) as bundles:
+        with runtime.predictor.bundles(task, {"model": task.model_spec(model_id)}) as bundles:
             kinds = {type(m) for m in bundles["model"].model.modules()}
         assert kinds & {FusedBlipAttention, SharedImageCrossAttention} == expected, model_id
         assert not kinds & {BlipAttention, BlipTextSelfAttention}, model_id

@@ -33,11 +33,12 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageDraw, ImageOps
-from test_api import free_port
 
 import mmdemo.tasks  # noqa: F401  (registers the tasks)
+from mmdemo.backends import local_runtime
 from mmdemo.config import LIMITS, Settings, env_var, settings_from_env
 from mmdemo.runtime import Runtime
+from mmdemo.testing.servers import free_port
 from mmdemo.ui import launch
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -61,7 +62,7 @@ MAX_MESSAGE_CHARS = 250
 def serve(settings: Settings, runtime: Runtime | None = None) -> Iterator[tuple[Client, Runtime]]:
     """The app launched by `mmdemo.ui.launch` (the upload limit and queue included) on a free 127.0.0.1 port."""
     settings = replace(settings, host="127.0.0.1", port=free_port())
-    runtime = runtime or Runtime(settings)
+    runtime = runtime or local_runtime(settings)
     demo = launch(settings, runtime=runtime, prevent_thread_lock=True, quiet=True)
     try:
         yield Client(f"http://127.0.0.1:{settings.port}/", verbose=False), runtime

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,12 +22,12 @@ import soundfile
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-import mmdemo.runtime
+import mmdemo.models.loader
 import mmdemo.tasks  # noqa: F401  (registers the tasks)
+from mmdemo.backends import local_runtime
 from mmdemo.config import Settings, default_model_dir
 from mmdemo.media import NOT_AN_IMAGE
 from mmdemo.offline import packs as offline_pack
-from mmdemo.runtime import Runtime
 from mmdemo.tasks.sentiment.task import NO_INPUT
 from mmdemo.ui import STYLE, build_demo
 
@@ -80,11 +79,6 @@ def recall(reference: str, transcript: str) -> float:
     return sum(word in said for word in expected) / len(expected)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 # ---------------------------------------------------------------- the app and the browser
 
@@ -119,15 +113,9 @@ def model_dir(tiny_model_dir: Path, real_whisper: dict[str, Path], tmp_path_fact
 
 
 @pytest.fixture(scope="module")
-def app_url(model_dir: Path) -> Iterator[str]:
-    runtime = Runtime(Settings(model_dir=model_dir, memory_budget=4 * 1024**3, device="cpu"))
-    demo = build_demo(runtime)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **STYLE)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+def app_url(model_dir: Path, launched) -> str:
+    runtime = local_runtime(Settings(model_dir=model_dir, memory_budget=4 * 1024**3, device="cpu"))
+    return launched(build_demo(runtime), **STYLE)
 
 
 @pytest.fixture(scope="module")
@@ -164,14 +152,14 @@ def page(browser: Browser, app_url: str) -> Iterator[Page]:
 @pytest.fixture
 def slow_git_load(monkeypatch) -> str:
     """Loading microsoft/git-base-coco takes 2 s longer: time to see the page say it is loading."""
-    load_bundle = mmdemo.runtime.load_bundle
+    load_bundle = mmdemo.models.loader.load_bundle
 
     def slow(path, *args, **kwargs):
         if Path(path).name == "git-base-coco":
             time.sleep(2)
         return load_bundle(path, *args, **kwargs)
 
-    monkeypatch.setattr(mmdemo.runtime, "load_bundle", slow)
+    monkeypatch.setattr(mmdemo.models.loader, "load_bundle", slow)
     return "microsoft/git-base-coco"
 
 

@@ -15,7 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_api import free_port
+
+from mmdemo.testing.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,18 +110,16 @@ def test_settling_runs_before_a_load_waiting_for_the_model_code_goes_ahead(tiny_
     """The freeze must not catch a model half loaded: loads wait for the import, and `then` runs before they go."""
     import threading
 
-    from mmdemo.config import Settings
-    from mmdemo.runtime import Runtime
 
     runtime = tiny_runtime()
     loads_released: list[bool] = []
     done = threading.Event()
 
     def then() -> None:
-        loads_released.append(runtime._code_imported.is_set())
+        loads_released.append(runtime.predictor.loader._code_imported.is_set())
         done.set()
 
     runtime.import_model_code_in_background(then=then)
     assert done.wait(120)
     assert loads_released == [False]
-    assert runtime._code_imported.wait(10)  # and then they go
+    assert runtime.predictor.loader._code_imported.wait(10)  # and then they go

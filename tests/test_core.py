@@ -128,18 +128,18 @@ import json, logging, socket, sys, time, urllib.request
 logging.basicConfig(level=logging.INFO)
 from pathlib import Path
 from mmdemo.config import Settings
-from mmdemo.runtime import Runtime
+from mmdemo.backends import local_runtime
 from mmdemo.ui import launch
 with socket.socket() as s:
     s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
 settings = Settings(model_dir=Path({str(tiny_model_dir)!r}), device="cpu", port=port, memory_budget=2**32)
-runtime = Runtime(settings)
+runtime = local_runtime(settings)
 before = "transformers.models.blip.modeling_blip" in sys.modules
 demo = launch(settings, runtime=runtime, prevent_thread_lock=True)
-importing = not runtime._code_imported.is_set()
+importing = not runtime.predictor.loader._code_imported.is_set()
 page = urllib.request.urlopen(f"http://127.0.0.1:{{port}}/", timeout=30).status
 result = runtime.run("sentiment", {{"text": "what a great day"}})  # its load waits for the import
-done = runtime._code_imported.is_set()
+done = runtime.predictor.loader._code_imported.is_set()
 modules = [m for m in ("blip", "clip", "whisper", "roberta", "vilt")
            if f"transformers.models.{{m}}.modeling_{{m}}" in sys.modules]
 print(json.dumps({{"before": before, "importing": importing, "page": page, "done": done, "modules": modules,

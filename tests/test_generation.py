@@ -11,11 +11,9 @@ import transformers
 
 import mmdemo.tasks  # noqa: F401  (registers the tasks)
 from mmdemo import registry
-from mmdemo.config import Settings
 from mmdemo.media import load_image
 from mmdemo.media.pixels import reduce_for
 from mmdemo.models.generation import CROSS_ATTENTION_DECODERS, SharedCrossAttentionCache, cache_kwargs
-from mmdemo.runtime import Runtime
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 IMAGES = [ASSETS / "skimage_chelsea.png", ASSETS / "skimage_coffee.png", ASSETS / "skimage_astronaut.jpg"]
@@ -59,7 +57,7 @@ def test_batched_beam_search_equals_transformers_own_cache(tiny_runtime, model_i
     reorder = SharedCrossAttentionCache.reorder_cache
     monkeypatch.setattr(SharedCrossAttentionCache, "reorder_cache",
                         lambda self, beam_idx: (reorders.append(beam_idx.clone()), reorder(self, beam_idx))[1])
-    with runtime.bundles(task, {"model": spec}) as bundles, torch.inference_mode():
+    with runtime.predictor.bundles(task, {"model": spec}) as bundles, torch.inference_mode():
         shared = task.predict_batch(bundles, inputs)
         bundle = bundles["model"]
         images = [reduce_for(bundle.processor, i.image) for i in inputs]  # as the task hands them over

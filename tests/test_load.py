@@ -45,9 +45,9 @@ from test_bad_inputs import (  # noqa: F401  (one_torch_thread is an autouse fix
 
 import mmdemo.ui.tabs.speech
 from mmdemo import registry
+from mmdemo.backends import local_runtime
 from mmdemo.config import Settings
 from mmdemo.models.loading import ModelBundle
-from mmdemo.runtime import Runtime
 from mmdemo.runtime.cache import ModelCache
 
 pytestmark = pytest.mark.load
@@ -200,8 +200,8 @@ def test_budget_for_two_models_with_four_in_rotation(tiny_model_dir, upload_dir)
     budget = (largest_pair + smallest_three) // 2  # any two fit, no three do
     settings = Settings(model_dir=tiny_model_dir, memory_budget=budget, device="cpu", concurrency=2,
                         quantize="none")
-    runtime = Runtime(settings)
-    assert runtime.cache.budget_bytes == budget
+    runtime = local_runtime(settings)
+    assert runtime.predictor.cache.budget_bytes == budget
 
     samples: list[dict[str, Any]] = []
     rss: list[int] = []
@@ -234,11 +234,11 @@ def test_budget_for_two_models_with_four_in_rotation(tiny_model_dir, upload_dir)
         rss_after_warm_up = process.memory_info().rss
         watcher = threading.Thread(target=watch, daemon=True)
         # A long request holds the first BLIP for the whole rotation: it must never be evicted under it.
-        with runtime.bundles(task, {"model": task.model_spec(pinned_model)}) as held:
+        with runtime.predictor.bundles(task, {"model": task.model_spec(pinned_model)}) as held:
             watcher.start()
             with ThreadPoolExecutor(4) as pool:
                 answered = list(pool.map(ask, range(ROTATION_REQUESTS)))
-            with runtime.bundles(task, {"model": task.model_spec(pinned_model)}) as again:
+            with runtime.predictor.bundles(task, {"model": task.model_spec(pinned_model)}) as again:
                 assert again["model"] is held["model"], "the pinned model was evicted and loaded again"
         stop.set()
         watcher.join()

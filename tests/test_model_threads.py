@@ -13,8 +13,6 @@ import torch
 
 import mmdemo.tasks  # noqa: F401  (registers the tasks)
 from mmdemo import registry
-from mmdemo.config import Settings
-from mmdemo.runtime import Runtime
 from mmdemo.runtime.model_threads import run_on_own_thread
 
 SENTIMENT = {"text": "What a lovely day", "model": "cardiffnlp/twitter-roberta-base-sentiment-latest"}
@@ -84,7 +82,7 @@ def test_threads_serving_requests_keep_no_openmp_team(tiny_runtime, parallel_sen
 
 def test_only_cpu_work_moves_to_a_thread_of_its_own(tiny_runtime, monkeypatch):
     runtime = tiny_runtime()
-    monkeypatch.setattr(runtime, "device", "cuda")  # only the thread choice reads it here
-    assert runtime.on_model_thread(threading.get_ident) == threading.get_ident()
-    monkeypatch.setattr(runtime, "device", "cpu")
-    assert runtime.on_model_thread(threading.get_ident) != threading.get_ident()
+    monkeypatch.setattr(runtime.predictor, "device", "cuda")  # only the thread choice reads it here
+    assert runtime.predictor.on_model_thread(threading.get_ident) == threading.get_ident()
+    monkeypatch.setattr(runtime.predictor, "device", "cpu")
+    assert runtime.predictor.on_model_thread(threading.get_ident) != threading.get_ident()

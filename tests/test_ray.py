@@ -121,18 +121,10 @@ def loopback_run(tiny_model_dir, tmp_path_factory) -> LoopbackRun:
 class Backend:
     ray_url: str  # the front end on the Ray backend
     local_url: str  # the same app on the in-process backend, for comparison
-    runtime: Any  # the RayRuntime
+    runtime: Any  # the Runtime over the Ray predictor
     local_runtime: Any
     started: float  # time.time() before Ray started: its processes are younger
     stop: Any  # idempotent: close the front ends, shut Serve and Ray down
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _test_config():
@@ -150,16 +142,19 @@ def _test_config():
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir, tiny_runtime):
-    from mmdemo.serving.frontend import RayRuntime
+    from test_extending import build_echo_tab
 
     import mmdemo.tasks  # noqa: F401
+    from mmdemo import registry
+    from mmdemo.backends import ray_runtime
     from mmdemo.config import Settings
-    from mmdemo.runtime import Runtime
     from mmdemo.serving import cluster
+    from mmdemo.testing.echo import EchoTask
+    from mmdemo.testing.servers import free_port
     from mmdemo.ui import build_demo
+    from mmdemo.ui.tabs import register_tab, unregister_tab
 
     started = time.time()
-    config = _test_config()
     settings = Settings(model_dir=tiny_model_dir, device="cpu", memory_budget=4 * 1024**3, backend="ray")
     demos = []
 
@@ -168,16 +163,22 @@ def backend(tiny_model_dir, tiny_runtime):
         for demo in demos:
             demo.close()
         cluster.shutdown()
+        registry.unregister("echo")
+        unregister_tab("echo")
 
+    # A task registered here, with no entry in serve_config.yaml, is deployed with the defaults and served.
+    registry.register(EchoTask())
+    register_tab("echo", build_echo_tab)
     try:
+        config = _test_config()
         cluster.start_local(config, num_cpus=2, object_store_bytes=100 * 1024**2)
         cluster.deploy(settings, config)
-        runtime = RayRuntime(settings, config=config)
+        runtime = ray_runtime(settings, config=config)
         local_runtime = tiny_runtime()
         urls = []
         for each in (runtime, local_runtime):
             demo = build_demo(each)
-            port = _free_port()
+            port = free_port()
             demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
             demos.append(demo)
             urls.append(f"http://127.0.0.1:{port}/")
@@ -265,6 +266,21 @@ def test_every_tab_gives_the_in_process_result(clients, backend):
     assert "openai/clip-vit-base-patch32" in {e["model"] for e in report["entries"]}
     with pytest.raises(AppError, match="not available with the Ray backend"):
         ray_client.predict("openai/clip-vit-base-patch32", api_name="/unload")
+
+
+@in_loopback_namespace
+def test_a_task_registered_by_the_front_end_is_served_by_a_deployment_of_its_own(clients, backend):
+    from gradio_client.exceptions import AppError
+
+    ray_client, local_client = clients
+    jobs = [ray_client.submit(f"word {i}", api_name="/echo") for i in range(8)]
+    results = [job.result(timeout=60) for job in jobs]
+    assert [r["echo"] for r in results] == [f"WORD {i}" for i in range(8)]
+    assert _without_timings(results[0]) == _without_timings(local_client.predict("word 0", api_name="/echo"))
+    report = ray_client.predict(api_name="/models")
+    assert "echo" in {r["deployment"] for r in report["replicas"]}
+    with pytest.raises(AppError, match="Text is empty"):
+        ray_client.predict("  ", api_name="/echo")
 
 
 @in_loopback_namespace

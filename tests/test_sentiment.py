@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 import mmdemo.tasks  # noqa: F401  (registers the tasks)
-from mmdemo.config import Settings
 from mmdemo.errors import InputError
 from mmdemo.media import NOT_AN_IMAGE
 from mmdemo.runtime import Runtime
@@ -256,22 +254,12 @@ def test_vader_gets_the_clear_sst2_sentences_mostly_right(runtime):
 # ---------------------------------------------------------------- the tab through gradio_client
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
-def client(tiny_runtime):
+def client(tiny_runtime, launched):
     from mmdemo.ui import build_demo
 
-    demo = build_demo(tiny_runtime())
-    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
+    return Client(launched(build_demo(tiny_runtime())), verbose=False)
 
 
 def predict(client: Client, text=None, image=None, audio=None, method=fusion.WEIGHTED_AVERAGE,

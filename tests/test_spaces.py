@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import types
@@ -30,15 +29,16 @@ from PIL import Image
 
 import mmdemo.tasks  # noqa: F401  (registers the tasks)
 from mmdemo import registry
+from mmdemo.backends import local_runtime
 from mmdemo.config import Settings
 from mmdemo.errors import ModelUnavailableError
 from mmdemo.media import AudioClip
 from mmdemo.models import devices
-from mmdemo.runtime import Runtime
 from mmdemo.tasks.base import DEFAULT_GPU_SECONDS, GPU_SETUP_SECONDS, Task
 from mmdemo.tasks.captioning import CaptionInputs, CaptionOptions
 from mmdemo.tasks.speech.task import SpeechInputs
 from mmdemo.tasks.zero_shot import ENSEMBLE_TEMPLATES, ZeroShotInputs
+from mmdemo.testing.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CAT = str(REPO / "assets" / "skimage_chelsea.png")
@@ -126,11 +126,6 @@ def load_app() -> types.ModuleType:
     return module
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 # ------------------------------------------------------------------------------------------- front matter
 
@@ -210,16 +205,16 @@ def test_zero_gpu_never_asks_cuda_in_this_process(zero_gpu, monkeypatch):
 
 
 def test_runtime_wraps_each_tasks_predict_once(zero_gpu, tiny_model_dir):
-    runtime = Runtime(cpu_settings(tiny_model_dir))
+    runtime = local_runtime(cpu_settings(tiny_model_dir))
     assert zero_gpu.wrapped == [f"predict_{name}" for name in registry.names()]
     task = registry.get("zero_shot")
-    assert runtime.predict_function(task) is runtime.predict_function(task)
-    Runtime(cpu_settings(tiny_model_dir))  # another runtime wraps its own
+    assert runtime.predictor.predict_function(task) is runtime.predictor.predict_function(task)
+    local_runtime(cpu_settings(tiny_model_dir))  # another runtime wraps its own
     assert len(zero_gpu.wrapped) == 2 * len(registry.names())
 
 
 def test_only_predict_runs_on_the_gpu_for_the_duration_of_its_inputs(zero_gpu, tiny_model_dir, monkeypatch):
-    runtime = Runtime(cpu_settings(tiny_model_dir))
+    runtime = local_runtime(cpu_settings(tiny_model_dir))
     task = registry.get("zero_shot")
     where: dict[str, bool] = {}
     for step in ("validate", "predict_batch", "format"):
@@ -241,7 +236,7 @@ def test_only_predict_runs_on_the_gpu_for_the_duration_of_its_inputs(zero_gpu, t
 
 
 def test_speech_asks_for_time_in_proportion_to_the_audio(zero_gpu, tiny_model_dir):
-    runtime = Runtime(cpu_settings(tiny_model_dir))
+    runtime = local_runtime(cpu_settings(tiny_model_dir))
     result = runtime.run("speech", {"audio": str(REPO / "assets" / "jfk.flac"), "timestamps": "segment"})
     assert result["duration"] == pytest.approx(11.0, abs=0.1)
     (name, seconds), = zero_gpu.calls
@@ -254,13 +249,13 @@ def test_speech_asks_for_time_in_proportion_to_the_audio(zero_gpu, tiny_model_di
     ("sentiment", {"text": "I love this photo", "image": CAT}),
 ])
 def test_every_tab_crosses_the_gpu_worker_boundary(zero_gpu, tiny_model_dir, task, raw):
-    result = Runtime(cpu_settings(tiny_model_dir)).run(task, raw)
+    result = local_runtime(cpu_settings(tiny_model_dir)).run(task, raw)
     assert result["provenance"]["models"]
     assert [name for name, _ in zero_gpu.calls] == [f"predict_{task}"]
 
 
 def test_visitor_errors_raised_in_predict_keep_their_message(zero_gpu, tiny_model_dir, monkeypatch):
-    runtime = Runtime(cpu_settings(tiny_model_dir))
+    runtime = local_runtime(cpu_settings(tiny_model_dir))
 
     def refuse(bundles, batch):
         raise ModelUnavailableError("This text model's classes are ['joy']: pick another model")
@@ -271,17 +266,17 @@ def test_visitor_errors_raised_in_predict_keep_their_message(zero_gpu, tiny_mode
 
 
 def test_a_gpu_worker_forked_before_a_model_was_loaded_loads_its_own_copy(tiny_model_dir, monkeypatch):
-    runtime = Runtime(cpu_settings(tiny_model_dir))
+    runtime = local_runtime(cpu_settings(tiny_model_dir))
     task = registry.get("vqa")
     inputs = task.validate({"image": CAT, "question": "What is it?", "model": "dandelin/vilt-b32-finetuned-vqa"},
                            runtime.settings)
-    keys = {"model": runtime.key_for(inputs.model)}
-    predict_batch = runtime.predict_function(task)
+    keys = {"model": runtime.predictor.key_for(inputs.model)}
+    predict_batch = runtime.predictor.predict_function(task)
     with pytest.raises(RuntimeError, match="not pinned"):  # in the app's own process that would be a bug
         predict_batch(keys, [inputs])
-    monkeypatch.setattr(runtime, "_pid", -1)  # as seen from a ZeroGPU worker process
+    monkeypatch.setattr(runtime.predictor, "_pid", -1)  # as seen from a ZeroGPU worker process
     (answers,) = predict_batch(keys, [inputs])
-    assert len(answers) == 5 and runtime.cache.stats().entries == ()  # the worker's copy is not the app's cache
+    assert len(answers) == 5 and runtime.predictor.cache.stats().entries == ()  # the worker's copy is not the app's cache
 
 
 def test_durations_grow_with_the_work():
@@ -369,14 +364,14 @@ sys.meta_path.insert(0, Watch())
 import app  # what `python app.py` imports
 
 import mmdemo.tasks
-from mmdemo.runtime import Runtime
+from mmdemo.backends import create_runtime
 from mmdemo.ui import build_demo
 
-runtime = Runtime(app.app_settings([]))  # what launch() builds before serving
+runtime = create_runtime(app.app_settings([]))  # what launch() builds before serving
 build_demo(runtime)
 spaces = sys.modules["spaces"]
 print(json.dumps({"events": EVENTS, "wrapped": spaces.wrapped, "auto_wrap_disabled": spaces.auto_wrap_disabled,
-                  "device": runtime.device, "cuda_initialized": sys.modules["torch"].cuda.is_initialized()}))
+                  "device": runtime.predictor.device, "cuda_initialized": sys.modules["torch"].cuda.is_initialized()}))
 '''
 
 

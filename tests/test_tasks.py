@@ -17,6 +17,7 @@ from PIL import Image
 
 import mmdemo.tasks  # noqa: F401  (registers the tasks)
 from mmdemo import registry
+from mmdemo.backends import local_runtime
 from mmdemo.config import Settings
 from mmdemo.errors import InputError, ModelUnavailableError
 from mmdemo.media import load_image
@@ -305,7 +306,7 @@ def test_long_audio_is_transcribed_past_30_seconds(runtime, tmp_path):
     path = tmp_path / "long.wav"
     soundfile.write(path, clip, rate)
     task = registry.get("speech")
-    with runtime.bundles(task, {"model": task.model_spec("openai/whisper-base")}) as bundles:
+    with runtime.predictor.bundles(task, {"model": task.model_spec("openai/whisper-base")}) as bundles:
         encoder = bundles["model"].model.get_encoder()
     windows = []
     hook = encoder.register_forward_hook(
@@ -351,7 +352,7 @@ def test_unknown_model_lists_the_choices(runtime):
 
 
 def test_missing_model_names_the_id_and_how_to_provide_it(tmp_path):
-    empty = Runtime(Settings(model_dir=tmp_path, memory_budget=10**9, device="cpu"))
+    empty = local_runtime(Settings(model_dir=tmp_path, memory_budget=10**9, device="cpu"))
     with pytest.raises(ModelUnavailableError, match=r"Salesforce/blip-vqa-base is not available offline .*"
                                                      r"HF_HUB_OFFLINE is set.*put the checkpoint in"):
         empty.run("vqa", {"image": str(CAT), "question": "what is this?"})
@@ -382,7 +383,7 @@ def test_budget_evicts_the_coldest_model(tiny_runtime):
 
 def test_model_of_the_wrong_kind_is_refused(tiny_model_dir):
     settings = Settings(model_dir=tiny_model_dir, memory_budget=10**9, device="cpu", allow_custom_models=True)
-    runtime = Runtime(settings)
+    runtime = local_runtime(settings)
     with pytest.raises(ModelUnavailableError, match="cannot run a CLIPModel"):
         runtime.run("vqa", {"image": str(CAT), "question": "what?", "model": "openai/clip-vit-base-patch32"})
 
@@ -417,7 +418,7 @@ def test_cpu_default_picks_each_models_measured_format(tiny_runtime, monkeypatch
                 "dandelin/vilt-b32-finetuned-vqa": "bfloat16" if native_bf16 else "fp16-weights"}
     assert [r["provenance"]["dtype"] for r in (speech, clip, vilt)] == list(expected.values())
     assert {e["model"]: e["dtype"] for e in runtime.cache_report()["entries"]} == expected
-    with runtime.bundles(registry.get("zero_shot"), {"model": registry.get("zero_shot").default_model}) as bundles:
+    with runtime.predictor.bundles(registry.get("zero_shot"), {"model": registry.get("zero_shot").default_model}) as bundles:
         assert bundles["model"].dtype == (torch.bfloat16 if native_bf16 else torch.float32)
     everything = tiny_runtime(quantize="fp16")
     assert everything.run("zero_shot", {"image": str(CAT), "labels": "cat, dog"})["provenance"]["dtype"] == (
@@ -508,14 +509,14 @@ def run_together(runtime: Runtime, task_name: str, requests: list[dict]) -> tupl
 def test_concurrent_requests_are_batched_and_keep_their_own_results(tiny_model_dir):
     settings = Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", batch_window_ms=300,
                         max_batch=4)
-    runtime = Runtime(settings)
+    runtime = local_runtime(settings)
     requests = [{"image": str(image), "labels": labels} for image, labels in
                 [(CAT, "cat, dog"), (COFFEE, "cup, plate, mug"), (CAT, "bird, fish"), (COFFEE, "cat, cup")]]
     alone = [runtime.run("zero_shot", raw) for raw in requests]
     assert all(r["provenance"]["batch_size"] == 1 for r in alone)
     # One at a time, nobody else is on the way: no request waits out the window (a 20 s one here, so that the
     # bound below is a liveness check, not a speed target).
-    patient = Runtime(replace(settings, batch_window_ms=20_000))
+    patient = local_runtime(replace(settings, batch_window_ms=20_000))
     patient.run("zero_shot", requests[0])  # loads the model
     started = time.perf_counter()
     assert [patient.run("zero_shot", raw)["labels"] for raw in requests] == [r["labels"] for r in alone]
@@ -556,7 +557,7 @@ def test_zero_shot_images_are_preprocessed_in_each_requests_own_thread(tiny_runt
     assert sorted(preprocessed_in) == sorted(threads_of) and len(set(threads_of)) == len(requests)
     assert [len(batch) for batch in batches] == [3]
     task = registry.get("zero_shot")
-    with runtime.bundles(task, {"model": task.default_model}) as bundles:
+    with runtime.predictor.bundles(task, {"model": task.default_model}) as bundles:
         processor = bundles["model"].processor
         for inputs in batches[0]:
             expected = processor(images=reduce_for(processor, inputs.image), return_tensors="pt").pixel_values
@@ -576,7 +577,7 @@ def test_captions_of_preprocessed_and_raw_images_are_the_same(runtime):
     for prefix in ("", "a picture of"):
         batch = [task.validate({"image": str(image), "prefix": prefix, "num_captions": 2}, runtime.settings)
                  for image in (CAT, COFFEE)]
-        with runtime.bundles(task, task.models_needed(batch[0])) as bundles:
+        with runtime.predictor.bundles(task, task.models_needed(batch[0])) as bundles:
             prepared = [task.preprocess(bundles, inputs) for inputs in batch]
             assert all(inputs.pixel_values.shape[0] == 1 for inputs in prepared)
             with torch.inference_mode():

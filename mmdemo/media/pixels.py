@@ -1,14 +1,13 @@
 """Large images brought cheaply near the size a model's image processor resizes them to.
 
 A phone photo (4032 x 3024) reaches the models at 224 or 384 pixels a side. The processors resize it with a bicubic
-filter spread over the whole downscale (a 27-pixel-wide kernel for CLIP), which costs more than CLIP B/32 itself
-on a 12-megapixel photo (`python -m benchmarks.photo_size`). `reduce_for` first averages blocks of k x k pixels (`Image.reduce`), leaving
-at least REDUCING_GAP times the processor's output size, and the processor's own resize does the rest: Pillow's
-`resize(reducing_gap=...)` in two steps, which its documentation calls indistinguishable from the one-step resize
-from a gap of 3. On a photo the pixel values differ from the one-step ones by at most 2 grey levels, 0.2 on average,
-and under one on average even for pixel noise (`tests/test_pixels.py`); images already within the gap are handed
-over untouched.
-"""
+filter spread over the whole downscale (a 27-pixel-wide kernel for CLIP), which costs more than CLIP B/32 itself on a
+12-megapixel photo (`python -m benchmarks.photo_size`). `reduce_for` first averages blocks of k x k pixels
+(`Image.reduce`), leaving at least REDUCING_GAP times the processor's output size, and the processor's own resize does
+the rest: Pillow's `resize(reducing_gap=...)` in two steps, which its documentation calls indistinguishable from the
+one-step resize from a gap of 3. On a photo the pixel values differ from the one-step ones by at most 2 grey levels, 0.2
+on average, and under one on average even for pixel noise (`tests/test_pixels.py`); images already within the gap are
+handed over untouched."""
 
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ class SharedCrossAttentionCache(EncoderDecoderCache):
     Exact because beam search only reorders beams within an input (each new beam descends from a beam of the same
     input) and every beam of an input attends to the same encoder output. Use a new one for each generate() call.
     `copies`: how many consecutive rows of the encoder output are one image's copies, once a layer that keeps one
-    copy (`mmdemo.models.attention.SharedImageCrossAttention`) has found out; its cross-attention half then holds one row
-    per image.
+    copy (`mmdemo.models.attention.SharedImageCrossAttention`) has found out; its cross-attention half then holds
+    one row per image.
     """
 
     def __init__(self) -> None:

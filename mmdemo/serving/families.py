@@ -1,9 +1,9 @@
 """Which deployment serves which task, and the multiplexed model id that names a request's models.
 
-A family is one deployment: the tasks whose models it loads, as the registered tasks declare it. A request's multiplexed model id is its models by
-role, so Serve routes it to a replica that already holds them: one checkpoint (`id` or `id@revision`) for the
-single-model tasks, the whole set (`image=...;speech=...;text=...`) for sentiment, whose replica loads it together.
-"""
+A family is one deployment: the tasks whose models it loads, as the registered tasks declare it. A request's multiplexed
+model id is its models by role, so Serve routes it to a replica that already holds them: one checkpoint (`id` or
+`id@revision`) for the single-model tasks, the whole set (`image=...;speech=...;text=...`) for sentiment, whose replica
+loads it together."""
 
 from __future__ import annotations
 
