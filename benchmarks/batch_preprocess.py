@@ -15,8 +15,9 @@ import statistics
 import threading
 import time
 
+from benchmarks.cases import LABELS, TEMPLATE
 from benchmarks.fused_attention import bench_images
-from benchmarks.run import LABELS, TEMPLATE, bench_folder, bench_settings, side_study_parser, write_table
+from benchmarks.side_study import bench_folder, bench_settings, side_study_parser, write_table
 
 MODELS = ("openai/clip-vit-base-patch32", "google/siglip-base-patch16-224")
 WAYS = ("in predict_batch", "in each request's thread")
@@ -47,13 +48,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4, help="requests per client per round")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mmdemo.backends import local_runtime
     from mmdemo.models.devices import resolve_device
-    from mmdemo.runtime import Runtime
     from mmdemo.tasks.base import Task
     from mmdemo.tasks.zero_shot import ZeroShotTask
 
-    runtime_settings = bench_settings()
-    runtime = Runtime(runtime_settings)
+    runtime_settings = bench_settings(MODELS)
+    runtime = local_runtime(runtime_settings)
     folder = bench_folder("batch-preprocess-images")
     paths = []
     for index, image in enumerate(bench_images(args.clients)):

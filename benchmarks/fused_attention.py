@@ -4,8 +4,8 @@ Captioning: the same call (3 beams, 20 new tokens, fp16 weights as the app runs 
 different images, three variants alternating on one loaded model:
 - transformers: its own attention and its own cache;
 - shared cache: `mmdemo.models.generation.SharedCrossAttentionCache` (the cross-attention half is not copied per step);
-- fused attention: plus `mmdemo.models.attention` (fused vision attention; one copy of each image's keys and values), the
-  app's path.
+- fused attention: plus `mmdemo.models.attention` (fused vision attention; one copy of each image's keys and
+  values), the app's path.
 and whether their tokens are equal. Real-size BLIP base with random weights, as in `benchmarks.run`, on the device and
 in the format the app would use (CPU: fp16 weights; CUDA: bf16 where supported). Images from ../shared/media, or
 where that is absent (a lent GPU machine) the repository's assets, mirrored to make up the number.
@@ -24,7 +24,9 @@ from contextlib import contextmanager
 import torch
 
 from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
-from benchmarks.run import MEDIA, REPO, side_study_parser, write_table
+from benchmarks.cases import MEDIA
+from benchmarks.harness import REPO
+from benchmarks.side_study import side_study_parser, write_table
 
 MODEL = "Salesforce/blip-image-captioning-base"
 IMAGES = ("coco_000000039769.png", "darknet_dog.jpg", "merlion.jpg", "darknet_horses.jpg", "darknet_eagle.jpg",
@@ -75,14 +77,14 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mmdemo.models.devices import dtype_name, resolve_device, resolve_dtype
+    from mmdemo.models.formats import CPU_DEFAULT_QUANTIZATION
     from mmdemo.models.generation import SharedCrossAttentionCache
     from mmdemo.models.loading import load_bundle
-    from mmdemo.runtime import CPU_DEFAULT_QUANTIZATION
 
     device = resolve_device("auto")
     dtype = resolve_dtype(device)
     quantize = CPU_DEFAULT_QUANTIZATION["BlipForConditionalGeneration"] if device == "cpu" else None
-    bundle = load_bundle(ensure_bench_models(DEFAULT_ROOT) / MODEL, device=device, dtype=dtype,
+    bundle = load_bundle(ensure_bench_models(DEFAULT_ROOT, ids=[MODEL]) / MODEL, device=device, dtype=dtype,
                          allowed=frozenset({"BlipForConditionalGeneration"}), quantize=quantize)
     model = bundle.model
     images = bench_images(max(args.sizes))

@@ -1,6 +1,6 @@
 """GPU check for the core app: every task on CUDA in bf16/fp16, and eviction really frees GPU memory.
 
-Run on a machine with a GPU (no hub needed): `python benchmarks/gpu_check.py [--out results.json]`.
+Run on a machine with a GPU (no hub needed): `python -m benchmarks.gpu_check [--out results.json]`.
 Builds the tiny test checkpoints, runs each task through the Runtime with auto device/dtype, then loads a
 real-size CLIP ViT-B/32 (random weights) to show the cache's accounting against torch's allocator.
 """
@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from benchmarks.harness import REPO
 
 ASSETS = REPO / "assets"
 REQUESTS = [
@@ -54,21 +52,22 @@ def _real_image_size(path: Path, side: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", type=Path)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, help="also write the JSON report here")
     args = parser.parse_args()
     import mmdemo.tasks  # noqa: F401
+    from mmdemo.backends import local_runtime
     from mmdemo.config import Settings
-    from mmdemo.runtime import Runtime
     from mmdemo.testing.tiny_models import ensure_tiny_models
 
     cuda = torch.cuda.is_available()
     allocated = torch.cuda.memory_allocated if cuda else (lambda: 0)
     report: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if cuda else "none"}
     root = ensure_tiny_models(Path("/tmp/mmdemo-tiny"))
-    runtime = Runtime(Settings(model_dir=root))
-    report["auto"] = {"device": runtime.device, "dtype": str(runtime.dtype),
-                      "budget_mib": mib(runtime.cache.budget_bytes),
+    runtime = local_runtime(Settings(model_dir=root))
+    predictor = runtime.predictor
+    report["auto"] = {"device": predictor.device, "dtype": str(predictor.dtype),
+                      "budget_mib": mib(predictor.cache.budget_bytes),
                       "free_mib": mib(torch.cuda.mem_get_info()[0]) if cuda else None}
     runs = []
     for name, raw in REQUESTS:
@@ -86,7 +85,7 @@ def main() -> None:
         report["param_device_example"] = entry
 
     # fp16 explicitly, one task.
-    fp16 = Runtime(Settings(model_dir=root, dtype="float16"))
+    fp16 = local_runtime(Settings(model_dir=root, dtype="float16"))
     result = fp16.run("zero_shot", {"image": str(ASSETS / "skimage_chelsea.png"), "labels": "cat, dog"})
     report["fp16_zero_shot"] = {"dtype": result["provenance"]["dtype"],
                                 "sum": sum(x["score"] for x in result["labels"])}
@@ -104,7 +103,7 @@ def main() -> None:
                 shutil.copy(f, target / f.name)
         _real_image_size(target, 224)
         del model
-    big = Runtime(Settings(model_dir=big_root, memory_budget=2 * 2**30))
+    big = local_runtime(Settings(model_dir=big_root, memory_budget=2 * 2**30))
     baseline = allocated()
     started = time.perf_counter()
     big.preload("zero_shot")

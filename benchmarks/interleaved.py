@@ -1,6 +1,6 @@
 """(a) the app through gradio_client, (a') over plain HTTP, (b) `Runtime.run` in this process and (c) the bare
-transformers call, taken in turns call after call for each case, so that this VM's drift (up to a third over hours)
-falls on all of them alike. Speech cases also take faster-whisper (int8, greedy) in turns: handed the decoded samples,
+transformers call, taken in turns call after call for each case, so that a shared machine's drift over hours falls on
+all of them alike. Speech cases also take faster-whisper (int8, greedy) in turns: handed the decoded samples,
 as `benchmarks.run` does, and handed the file, as a user of faster-whisper would call it (it then decodes the file
 itself, with PyAV).
 
@@ -22,21 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models, ensure_ct2_whisper
-from benchmarks.run import (
-    REPO,
-    AppProcess,
-    Case,
-    HttpClient,
-    InProcess,
-    app_env,
-    bare_call,
-    build_cases,
-    build_parser,
-    client_args,
-    side_study_parser,
-    timed,
-    write_table,
-)
+from benchmarks.cases import Case, build_cases, client_args
+from benchmarks.harness import AppProcess, HttpClient, app_env, timed
+from benchmarks.in_process import InProcess, bare_call
+from benchmarks.side_study import log_path, side_study_parser, write_table
 
 OVERHEAD_HEADER = ["| case | (a) app | (a') HTTP | (a) predict | (b) runtime | (c) bare | (a)/(c) | (a')/(c) | "
                    "(a) predict / (b) |", "|---|---|---|---|---|---|---|---|---|"]
@@ -54,15 +43,12 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from gradio_client import Client
 
-    model_dir = ensure_bench_models(DEFAULT_ROOT)
-    case_args = build_parser().parse_args(["--tasks", *args.tasks, *(["--clips", *args.clips] if args.clips else [])])
-    case_args.caption_tokens = 20
-    cases = build_cases(case_args)
+    cases = build_cases(args.tasks, clips=args.clips)
+    model_dir = ensure_bench_models(DEFAULT_ROOT, ids={case.model for case in cases})
     bench = InProcess(model_dir, args.repeats, "int8")
     speech_only = all(case.task == "speech" for case in cases)
     name = "interleaved-speech" if speech_only else "interleaved"
-    app = AppProcess(app_env(dict(os.environ), model_dir, {}), REPO / "benchmarks" / "results" / args.tag /
-                     f"{name}-app.log")
+    app = AppProcess(app_env(dict(os.environ), model_dir, {}), log_path(args.tag, f"{name}-app"))
     app.start()
     overhead, speech = list(OVERHEAD_HEADER), list(SPEECH_HEADER)
     peers = FasterWhisper() if any(case.task == "speech" for case in cases) else None
@@ -131,10 +117,10 @@ def in_turns(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, flo
 class FasterWhisper:
     """faster-whisper on the offline pack's CTranslate2 files, one model loaded at a time, greedy like the app.
 
-    faster-whisper's `decode_audio` ends with `gc.collect()` (to free PyAV's resampler). In a user's script that is a
-    few milliseconds; in this process, which holds the benchmark's models and clients, a full collection took 300-450
-    ms per call (measured: 'fw, file' minus 'fw, samples' with it, against 25-90 ms for the decode in a bare process).
-    So it is skipped here: the file variant is what faster-whisper costs in a small process, a little less even.
+    faster-whisper's `decode_audio` ends with `gc.collect()` (to free PyAV's resampler). In a user's small script
+    that collection is cheap; in this process, which holds the benchmark's models and clients, a full collection costs
+    far more than the decode itself (compare 'fw, file' with and without it against 'fw, samples'). So it is skipped
+    here: the file variant is what faster-whisper costs in a small process, a little less even.
     """
 
     def __init__(self) -> None:

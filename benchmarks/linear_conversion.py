@@ -1,6 +1,7 @@
 """Converting a model's Linear layers to its CPU format: torch's `quantize_dynamic` against
-`mmdemo.models.loading.quantize_linear` (one pack per layer, on all torch threads), alternating, each on a freshly loaded
-model (mapped and copied off the file, as the app loads it); and whether the converted models give the same outputs.
+`mmdemo.models.loading.quantize_linear` (one pack per layer, on all torch threads), alternating, each on a freshly
+loaded model (mapped and copied off the file, as the app loads it); and whether the converted models give the same
+outputs.
 BLIP VQA base to fp16 weights (real size, random weights); the offline pack's Whisper base and tiny.en to int8.
 
     python -m benchmarks.linear_conversion --repeats 3   # -> benchmarks/results/<tag>/linear_conversion.md
@@ -17,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
-from benchmarks.run import side_study_parser, write_table
+from benchmarks.side_study import side_study_parser, write_table
 
 CASES = [("Salesforce/blip-vqa-base", "fp16"), ("openai/whisper-base", "int8"), ("openai/whisper-tiny.en", "int8")]
 
@@ -44,7 +45,7 @@ def main() -> None:
 
     rows = ["| model | format | Linear layers | torch quantize_dynamic (s) | mmdemo quantize_linear (s) | ratio | "
             "same outputs |", "|---|---|---|---|---|---|---|"]
-    models = ensure_bench_models(DEFAULT_ROOT)
+    models = ensure_bench_models(DEFAULT_ROOT, ids=[model_id for model_id, _ in CASES])
     for model_id, kind in CASES:
         path = models / model_id
         cls = getattr(transformers, architecture_of(path))

@@ -1,7 +1,7 @@
 """The bare transformers call per vision/text case with each CPU Linear format: fp32, fp16 weights, int8.
 
-The evidence behind `CPU_DEFAULT_QUANTIZATION` in mmdemo/runtime.py: time per format and whether the output (answer,
-caption, top labels) stays the fp32 one. Real-size configs with random weights, as in `benchmarks.run`.
+The evidence behind `CPU_DEFAULT_QUANTIZATION` in mmdemo/models/formats.py: time per format and whether the output
+(answer, caption, top labels) stays the fp32 one. Real-size configs with random weights, as in `benchmarks.run`.
 
     python -m benchmarks.linear_formats --repeats 3   # -> benchmarks/results/<tag>/linear_formats.md
 """
@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 
 from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
-from benchmarks.run import InProcess, build_cases, build_parser, side_study_parser, write_table
+from benchmarks.cases import build_cases
+from benchmarks.in_process import InProcess
+from benchmarks.side_study import side_study_parser, write_table
 
 FORMATS = (None, "fp16", "int8")
 
@@ -19,13 +21,12 @@ FORMATS = (None, "fp16", "int8")
 def main() -> None:
     args = side_study_parser(__doc__, repeats=3).parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    model_dir = ensure_bench_models(DEFAULT_ROOT)
-    case_args = build_parser().parse_args(["--tasks", "vqa", "captioning", "zero_shot", "sentiment"])
-    case_args.caption_tokens = 20
+    cases = build_cases(["vqa", "captioning", "zero_shot", "sentiment"])
+    model_dir = ensure_bench_models(DEFAULT_ROOT, ids={case.model for case in cases})
     bench = InProcess(model_dir, args.repeats, "int8")
     rows = ["| case | fp32 (ms) | fp16 weights | int8 | fp32 / fp16 | fp32 / int8 | same output: fp16, int8 |",
             "|---|---|---|---|---|---|---|"]
-    for case in build_cases(case_args):
+    for case in cases:
         print(f"  {case.key}", flush=True)
         found = {kind: bench.bare(case, kind) for kind in FORMATS}
         ms = {kind: m.warm_median for kind, m in found.items()}

@@ -19,7 +19,8 @@ import statistics
 import subprocess
 import sys
 
-from benchmarks.run import REPO, bench_settings, side_study_parser, write_table
+from benchmarks.harness import REPO
+from benchmarks.side_study import bench_settings, side_study_parser, write_table
 
 WAYS = ("read into memory", "mapped, copied off")
 
@@ -31,8 +32,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.child:
         return load_once(*args.child)
+    from mmdemo.models.formats import CPU_DEFAULT_QUANTIZATION
     from mmdemo.models.loading import architecture_of
-    from mmdemo.runtime import CPU_DEFAULT_QUANTIZATION
 
     paths = sorted(config.parent for config in bench_settings().model_dir.glob("*/*/config.json"))
     cases = [(path, CPU_DEFAULT_QUANTIZATION[architecture_of(path)]) for path in paths

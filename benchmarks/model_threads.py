@@ -1,11 +1,12 @@
-"""CPU model calls on the threads that serve requests against each on a thread of its own (mmdemo/model_threads.py).
+"""CPU model calls on the threads that serve requests against each on a thread of its own
+(`mmdemo.runtime.model_threads`).
 
 A web server hands each request to whichever of its worker threads is free; each of those that ever ran a parallel
 region keeps an OpenMP team, and with more such threads than CPUs libgomp stops letting any team spin. Each arm runs
 in a fresh process: a pool of `--servers` persistent threads takes the requests in turn, one request at a time, as
-the app's server does under sequential traffic; in the "serving threads" arm `Runtime.on_model_thread` is replaced
-by a plain call (the behaviour before). The processes alternate; per case, the median over the repeats of each
-process's warm median. The benchmark models (real-size configs, random weights) and the offline pack's Whisper.
+the app's server does under sequential traffic; in the "serving threads" arm `LocalPredictor.on_model_thread` is
+replaced by a plain call (the behaviour before). The processes alternate; per case, the median over the repeats of
+each process's warm median. The benchmark models (real-size configs, random weights) and the offline pack's Whisper.
 
     python -m benchmarks.model_threads --repeats 3   # -> benchmarks/results/<tag>/model_threads.md
 """
@@ -19,7 +20,8 @@ import statistics
 import subprocess
 import sys
 
-from benchmarks.run import REPO, side_study_parser, write_table
+from benchmarks.harness import REPO
+from benchmarks.side_study import side_study_parser, write_table
 
 ARMS = ("serving threads", "own threads")
 TASKS = ["vqa", "captioning", "zero_shot/clip", "sentiment", "speech/whisper-tiny.en/jfk"]
@@ -57,14 +59,15 @@ def serve(arm: str, servers: int, calls: int) -> None:
     import threading
     import time
 
-    from benchmarks.run import bench_settings, build_cases, build_parser
-    from mmdemo.runtime import Runtime
+    from benchmarks.cases import build_cases
+    from benchmarks.side_study import bench_settings
+    from mmdemo.backends import local_runtime
+    from mmdemo.runtime.local import LocalPredictor
 
     if arm == ARMS[0]:
-        Runtime.on_model_thread = lambda self, fn, *args: fn(*args)
-    runtime = Runtime(bench_settings())
-    case_args = build_parser().parse_args(["--tasks", *TASKS])
-    case_args.caption_tokens = 20
+        LocalPredictor.on_model_thread = lambda self, fn, *args: fn(*args)
+    cases = build_cases(TASKS)
+    runtime = local_runtime(bench_settings({case.model for case in cases}))
     requests: queue.Queue = queue.Queue()
 
     def server() -> None:
@@ -75,7 +78,7 @@ def serve(arm: str, servers: int, calls: int) -> None:
     for _ in range(servers):
         threading.Thread(target=server, daemon=True).start()
     medians = {}
-    for case in build_cases(case_args):
+    for case in cases:
         times = []
         for i in range(calls + 2):  # the first loads the model, the second warms it
             done: queue.Queue = queue.Queue()

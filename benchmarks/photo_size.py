@@ -16,17 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks.run import (
-    IMAGE,
-    MEDIA,
-    bench_folder,
-    bench_settings,
-    build_cases,
-    build_parser,
-    result_output,
-    side_study_parser,
-    write_table,
-)
+from benchmarks.cases import IMAGE, MEDIA, build_cases, result_output
+from benchmarks.side_study import bench_folder, bench_settings, side_study_parser, write_table
 
 PHONE = (4032, 3024)
 WAYS = ("full decode, one-step resize", "full decode, reduced", "scaled decode, reduced")
@@ -51,19 +42,18 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import mmdemo.media
     import mmdemo.media.pixels
+    from mmdemo.backends import local_runtime
     from mmdemo.models.devices import resolve_device
-    from mmdemo.runtime import Runtime
 
-    settings = bench_settings()
-    runtime = Runtime(settings)
+    cases = build_cases(args.tasks)
+    settings = bench_settings({case.model for case in cases})
+    runtime = local_runtime(settings)
     folder = bench_folder("photo-size-images")
     images = {"12 MP JPEG": phone_photo(folder), "451 x 300 PNG": IMAGE}
-    case_args = build_parser().parse_args(["--tasks", *args.tasks])
-    case_args.caption_tokens = 20
     gap, decode_defaults = mmdemo.media.pixels.REDUCING_GAP, dict(mmdemo.media.load_image.__kwdefaults__)
     rows = [f"| case | image | {' (ms) | '.join(WAYS)} (ms) | first / last | same output |",
             "|---|---|---|---|---|---|---|"]
-    for case in build_cases(case_args):
+    for case in cases:
         for label, path in images.items():
             raw = {**case.raw, "image": str(path)}
             times: dict[str, list[float]] = {way: [] for way in WAYS}

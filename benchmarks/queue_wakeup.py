@@ -1,4 +1,5 @@
-"""What Gradio's queue looks cost the app: `WakingQueue` (mmdemo/ui/queueing.py) with and without it.
+"""What Gradio's queue looks cost the app: `WakingQueue` (mmdemo/ui/gradio_patches/queueing.py) with and without
+them.
 
 Gradio's dispatcher looks at its queue every `sleep_when_free` (1 ms on Linux) and its progress sender at the
 running jobs every 10 ms, on the server's event loop, busy or idle; `WakingQueue` waits for a request, a job's end or
@@ -20,7 +21,9 @@ import statistics
 import time
 from collections.abc import Callable
 
-from benchmarks.run import HttpClient, bench_settings, build_cases, build_parser, side_study_parser, write_table
+from benchmarks.cases import build_cases
+from benchmarks.harness import HttpClient
+from benchmarks.side_study import bench_settings, side_study_parser, write_table
 
 ARMS = {"Gradio's looks": True, "WakingQueue": False}
 TOGGLE_S = 0.25  # longer than the look coroutine's wait when off, so a toggle has taken effect
@@ -34,15 +37,13 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import psutil
 
-    from mmdemo.runtime import Runtime
+    from mmdemo.backends import local_runtime
     from mmdemo.ui import build_demo
-from mmdemo.ui.gradio_patches import queueing
+    from mmdemo.ui.gradio_patches import queueing
 
-    settings = bench_settings()
-    runtime = Runtime(settings)
-    case_args = build_parser().parse_args(["--tasks", *args.tasks])
-    case_args.caption_tokens = 20
-    cases = build_cases(case_args)
+    cases = build_cases(args.tasks)
+    settings = bench_settings({case.model for case in cases})
+    runtime = local_runtime(settings)
     demo = build_demo(runtime)  # installs WakingQueue; the queue is rebuilt from LookingQueue below
     queueing.install(looking_queue_class(queueing.WakingQueue))
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.max_queue)

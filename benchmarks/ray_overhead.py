@@ -6,7 +6,8 @@
 
 - start-up: a fresh local Ray (`cluster.start_local`) and every family deployed and running (`cluster.deploy`).
 - overhead: the same request, sequentially, through `Runtime.run` in this process (measured first, before Ray starts)
-  and `RayRuntime.run` (validate and format here, predict on the replica through a deployment handle); medians of
+  and the Ray backend's `Runtime.run` (`mmdemo.backends.ray_runtime`: validate and format here, predict on the
+  replica through a deployment handle); medians of
   `--repeats` warm requests, whole and outside predict (the backend's own cost). Tiny
   random-weight checkpoints (the tests'), so the difference is the backend's, not the model's.
 - throughput: `--requests` speech requests from `--clients` threads, in-process and on the whisper deployment with 1
@@ -26,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.harness import REPO
+
 CAT = str(REPO / "assets" / "skimage_chelsea.png")
 JFK = str(REPO / "assets" / "jfk.flac")
 OVERHEAD_CASES = {  # task -> raw inputs, on tiny checkpoints
@@ -75,21 +77,16 @@ def throughput(runtime: Any, raw: dict[str, Any], requests: int, clients: int) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=30, help="sequential requests per overhead median")
     parser.add_argument("--requests", type=int, default=16, help="speech requests per throughput figure")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients for throughput")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cpu2-ray" / "ray_overhead.json")
     args = parser.parse_args()
 
-    import sys
-
-    sys.path.insert(0, str(REPO / "tests"))
-    from mmdemo.serving.frontend import RayRuntime
-
     import mmdemo.tasks  # noqa: F401
+    from mmdemo.backends import local_runtime, ray_runtime
     from mmdemo.config import Settings, default_model_dir
-    from mmdemo.runtime import Runtime
     from mmdemo.serving import cluster
     from mmdemo.serving.config import load_config
     from mmdemo.testing.tiny_models import ensure_tiny_models
@@ -104,7 +101,7 @@ def main() -> None:
     results: dict[str, Any] = {"speech_model": speech_model, "clients": args.clients, "requests": args.requests}
 
     # In-process first, with no Ray on the machine: as the app runs without the ray backend.
-    local = Runtime(Settings(model_dir=models, device="cpu"))
+    local = local_runtime(Settings(model_dir=models, device="cpu"))
     local_ms: dict[str, tuple[float, float]] = {}
     for task, raw in OVERHEAD_CASES.items():
         local_ms[task] = sequential_ms(local, task, raw, args.repeats)
@@ -117,15 +114,15 @@ def main() -> None:
     results["deploy_s"] = cluster.deploy(settings, config)
     results["startup_s"] = time.perf_counter() - started
     try:
-        ray_runtime = RayRuntime(settings, config=config)
+        on_ray = ray_runtime(settings, config=config)
         for task, raw in OVERHEAD_CASES.items():
-            ray_ms, ray_outside = sequential_ms(ray_runtime, task, raw, args.repeats)
+            ray_ms, ray_outside = sequential_ms(on_ray, task, raw, args.repeats)
             results[f"{task}_local_ms"], results[f"{task}_local_outside_predict_ms"] = local_ms[task]
             results[f"{task}_ray_ms"], results[f"{task}_ray_outside_predict_ms"] = ray_ms, ray_outside
             results[f"{task}_overhead_ms"] = ray_outside - local_ms[task][1]
-        results["speech_ray_1_replica_rps"] = throughput(ray_runtime, speech, args.requests, args.clients)
+        results["speech_ray_1_replica_rps"] = throughput(on_ray, speech, args.requests, args.clients)
         cluster.deploy(settings, config.with_options("whisper", num_replicas=2), ("whisper",))
-        results["speech_ray_2_replicas_rps"] = throughput(ray_runtime, speech, args.requests, args.clients)
+        results["speech_ray_2_replicas_rps"] = throughput(on_ray, speech, args.requests, args.clients)
         results["speech_2_over_1_replicas"] = results["speech_ray_2_replicas_rps"] / results["speech_ray_1_replica_rps"]
     finally:
         cluster.shutdown()

@@ -1,4 +1,5 @@
-"""What a Gradio session costs this app: Gradio's own `SessionState` against `mmdemo.ui.gradio_patches.sessions.LazySessionState`.
+"""What a Gradio session costs this app: Gradio's own `SessionState` against
+`mmdemo.ui.gradio_patches.sessions.LazySessionState`.
 
 A session starts at a visitor's first event, and for every API call that sends no session hash (curl, fetch). For
 each class: the CPU time and memory to start one session of this app, and the round trip of a plain-HTTP call of
@@ -14,19 +15,20 @@ import statistics
 import time
 import tracemalloc
 
-from benchmarks.run import HttpClient, free_port, side_study_parser, write_table
+from benchmarks.harness import HttpClient, free_port
+from benchmarks.side_study import side_study_parser, write_table
 
 
 def main() -> None:
     args = side_study_parser(__doc__, repeats=50).parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import mmdemo.tasks  # noqa: F401
+    from mmdemo.backends import local_runtime
     from mmdemo.config import Settings
-    from mmdemo.runtime import Runtime
     from mmdemo.ui import build_demo
     from mmdemo.ui.gradio_patches import sessions
 
-    demo = build_demo(Runtime(Settings(device="cpu")))
+    demo = build_demo(local_runtime(Settings(device="cpu")))
     classes = {"Gradio's SessionState": sessions.GRADIO_SESSION_STATE, "LazySessionState": sessions.LazySessionState}
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.run import REPO, AppProcess, side_study_parser, write_table
+from benchmarks.harness import REPO, AppProcess
+from benchmarks.side_study import log_path, side_study_parser, write_table
 
 # The app as `python app.py` runs it, but with mmdemo.collector.pause made a no-op: the collector runs throughout.
 COLLECTOR_RUNNING = ("import runpy, sys; from mmdemo import collector; collector.pause = lambda: None; "
@@ -34,8 +35,7 @@ def main() -> None:
     args = side_study_parser(__doc__, repeats=5).parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("MMDEMO_PRELOAD", None)
-    log_dir = REPO / "benchmarks" / "results" / args.tag
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_path(args.tag, "startup_gc-app")
     served: dict[str, list[float]] = {name: [] for name in ["bare import", *VARIANTS]}
     ready: dict[str, list[float]] = {name: [] for name in VARIANTS}
     rss: dict[str, list[float]] = {name: [] for name in VARIANTS}
@@ -45,7 +45,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", "import gradio, torch, transformers"], cwd=REPO, env=env, check=True)
         served["bare import"].append(time.perf_counter() - started)
         for name, (command, ready_line) in VARIANTS.items():
-            seconds, ready_seconds, rss_bytes = start_app(command, ready_line, env, log_dir / "startup_gc-app.log")
+            seconds, ready_seconds, rss_bytes = start_app(command, ready_line, env, log)
             served[name].append(seconds)
             ready[name].append(ready_seconds)
             rss[name].append(rss_bytes / 2**20)

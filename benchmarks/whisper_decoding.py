@@ -9,45 +9,34 @@ of warm medians (ms) and their ratio and writes it to benchmarks/results/<tag>/w
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import torch  # noqa: E402
-
-from mmdemo.config import default_model_dir  # noqa: E402
-from mmdemo.media import load_audio  # noqa: E402
-from mmdemo.models.loading import load_bundle  # noqa: E402
-from mmdemo.tasks.base import ModelSpec  # noqa: E402
-from mmdemo.tasks.speech.task import SpeechInputs, _transcribe, _transcribe_with_generate  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-MEDIA = REPO.parent / "shared" / "media"
-
-
-def english_clips() -> list[Path]:
-    manifest = json.loads((MEDIA / "MANIFEST.json").read_text())
-    return [MEDIA / a["path"] for a in manifest["audio"] if a.get("language") == "en" and a.get("transcript")]
+from benchmarks.cases import SPEECH_MODELS, speech_clips
+from benchmarks.side_study import side_study_parser, write_table
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["openai/whisper-tiny.en", "openai/whisper-base"])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--tag", default=f"cpu{os.cpu_count()}")
+    parser = side_study_parser(__doc__, repeats=5)
+    parser.add_argument("--models", nargs="+", default=list(SPEECH_MODELS))
     args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from mmdemo.config import default_model_dir
+    from mmdemo.media import load_audio
+    from mmdemo.models.loading import load_bundle
+    from mmdemo.tasks.base import ModelSpec
+    from mmdemo.tasks.speech.task import SpeechInputs, _transcribe, _transcribe_with_generate
+
     rows = ["| model | clip | generate() ms | greedy ms | generate / greedy | same transcript |",
             "|---|---|---|---|---|---|"]
     for model_id in args.models:
         bundle = load_bundle(default_model_dir() / model_id, device="cpu", dtype=torch.float32,
                              allowed=frozenset({"WhisperForConditionalGeneration"}), quantize="int8")  # the CPU default
         language = None if model_id.endswith(".en") else "en"
-        for clip in english_clips():
+        for clip, _transcript in speech_clips():
             audio = load_audio(str(clip), max_seconds=600, target_rate=16_000)
             inputs = SpeechInputs(ModelSpec(model_id), audio, language, "transcribe", "none")
             times: dict[str, list[float]] = {"generate": [], "greedy": []}
@@ -63,10 +52,8 @@ def main() -> None:
             rows.append(f"| {model_id} | {clip.name} | {before:,.0f} | {after:,.0f} | {before / after:.2f} | "
                         f"{'yes' if texts['generate'] == texts['greedy'] else 'NO'} |")
             print(rows[-1], flush=True)
-    out = REPO / "benchmarks" / "results" / args.tag / "whisper_decoding.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(rows) + "\n")
-    print(f"wrote {out}")
+    write_table(args.tag, "whisper_decoding", f"Speech transcription, transformers' generate() against the greedy "
+                f"decoder, CPU int8: warm medians of {args.repeats}, alternating", rows)
 
 
 if __name__ == "__main__":
