@@ -28,7 +28,7 @@ ENTRY_KEYS = {"model", "revision", "device", "dtype", "bytes", "load_seconds", "
 
 @pytest.fixture(scope="module")
 def url(tiny_runtime, launched):
-    return launched(build_demo(tiny_runtime()))
+    return launched(build_demo(tiny_runtime(model_admin="on")))
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,7 @@ def model_dir(tiny_model_dir: Path, real_whisper: dict[str, Path], tmp_path_fact
 
 @pytest.fixture(scope="module")
 def app_url(model_dir: Path, launched) -> str:
-    runtime = local_runtime(Settings(model_dir=model_dir, memory_budget=4 * 1024**3, device="cpu"))
+    runtime = local_runtime(Settings(model_dir=model_dir, memory_budget=4 * 1024**3, device="cpu", model_admin="on"))
     return launched(build_demo(runtime), **STYLE)
 
 

@@ -266,8 +266,12 @@ def test_module_nbytes_counts_quantized_weights_as_stored(kind, weight_bytes):
 
 
 def test_int8_layers_quantize_activations_to_8_bits_where_the_cpu_multiplies_them_exactly(monkeypatch):
-    """torch's dynamic int8 Linear with the weights per output channel, and its activations at 8 bits on a VNNI
-    CPU (7 bits elsewhere, as torch has it): there the 8-bit layer is the closer to fp32 of the two."""
+    """torch's dynamic int8 Linear with the weights per output channel, its activations at 8 bits on a VNNI CPU and at
+    7 bits elsewhere (as torch has it): each CPU gets the setting whose layer is the closer to fp32.
+
+    With AVX512-VNNI fbgemm sums u8 x s8 products in int32, so the eighth bit only halves the activation rounding.
+    Without it (AVX2, or AVX512 without VNNI) fbgemm adds each two neighbouring products into an int16 that saturates:
+    8-bit activations (up to 255 x 127, twice) can overflow it, 7-bit ones (2 x 127 x 128 < 2**15) cannot."""
     torch = pytest.importorskip("torch")
     import copy
 
@@ -276,6 +280,10 @@ def test_int8_layers_quantize_activations_to_8_bits_where_the_cpu_multiplies_the
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)).eval()
     x = torch.randn(16, 256)
+    # all-positive activations and weights: every pair of neighbouring products is as large as it can be
+    ones = torch.nn.Linear(64, 4, bias=False).eval()
+    torch.nn.init.ones_(ones.weight)
+    positive = torch.ones(2, 64)
     with torch.inference_mode():
         reference = model(x)
         int8 = loading.quantize_linear(copy.deepcopy(model), "int8")
@@ -284,14 +292,26 @@ def test_int8_layers_quantize_activations_to_8_bits_where_the_cpu_multiplies_the
         assert layers[0].weight().qscheme() == torch.per_channel_affine
         vnni = loading.full_range_int8_activations()
         assert all(layer.reduce_range is not vnni for layer in layers)
-        errors = {}
+        saturating = loading.quantize_linear(torch.nn.Sequential(copy.deepcopy(ones)), "int8")
+        assert type(saturating[0]) is type(layers[0])
+        expected = ones(positive)  # about 64 everywhere
+        # the layers this CPU gets: close to fp32, and exact sums
+        assert torch.allclose(int8(x), reference, atol=0.05)
+        assert torch.allclose(saturating(positive), expected, rtol=0.02)
+        outs, sums = {}, {}
         for reduce_range in (True, False):
             monkeypatch.setattr(type(layers[0]), "reduce_range", reduce_range)
-            out = int8(x)
-            assert torch.allclose(out, reference, atol=0.05)  # int8 either way
-            errors[reduce_range] = (out - reference).abs().mean().item()
+            outs[reduce_range], sums[reduce_range] = int8(x), saturating(positive)
+    errors = {reduce_range: (out - reference).abs().mean().item() for reduce_range, out in outs.items()}
+    assert torch.allclose(outs[True], reference, atol=0.05)  # 7 bits: int8 on every CPU ...
+    assert torch.allclose(sums[True], expected, rtol=0.02)  # ... and no sum saturates
     if vnni:
+        assert torch.allclose(outs[False], reference, atol=0.05)  # int8 either way
+        assert torch.allclose(sums[False], expected, rtol=0.02)
         assert errors[False] < 0.7 * errors[True], errors  # one more bit: about half the activation rounding
+    elif torch.backends.quantized.engine in ("x86", "fbgemm"):  # fbgemm's AVX2 / AVX512 kernels: int16 pairs
+        assert bool((sums[False] < 0.6 * expected).all()), sums[False]  # each pair stops at 2**15 - 1: about half
+        assert errors[False] > errors[True], errors  # and on ordinary inputs 8 bits are the worse choice here
 
 
 @pytest.mark.parametrize("kind", ["fp16", "int8"])

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +13,9 @@ from mmdemo.offline.ct2_whisper import (
     Ct2Model,
     convert_ct2_whisper,
     read_model_bin,
-    save_ct2_whisper,
     whisper_state_dict_from_ct2,
-    whisper_to_ct2,
-    write_model_bin,
 )
+from mmdemo.testing.ct2_writer import make_ct2_whisper_dir, make_tiny_whisper, whisper_to_ct2, write_model_bin
 
 # --------------------------------------------------------------------------- hand-made model.bin files
 
@@ -151,95 +147,6 @@ def test_writer_refuses_what_an_old_version_cannot_store(tmp_path):
 
 
 # --------------------------------------------------------------------------- tiny random Whisper models
-
-SPECIALS_BEFORE_LANGUAGES = ["<|endoftext|>", "<|startoftranscript|>"]
-SPECIALS_AFTER_LANGUAGES = ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>",
-                            "<|nocaptions|>", "<|notimestamps|>"]
-WORD_MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("Ġ", "a"), ("Ġ", "c"), ("o", "u"), ("Ġc", "ou")]
-
-
-def language_tokens() -> list[str]:
-    """The 99 language tokens of Whisper v1/v2, in token-id order."""
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES
-
-    return [f"<|{code}|>" for code in list(LANGUAGES)[:99]]
-
-
-def write_whisper_tokenizer_json(path: Path, multilingual: bool) -> dict[str, int]:
-    """A byte-level BPE tokenizer.json with Whisper's special-token layout (as CTranslate2 directories carry it).
-
-    The multilingual one is padded with unused tokens to the real multilingual size (51865 with timestamps),
-    so its special ids are the real ones. Returns the special tokens' ids.
-    """
-    from tokenizers import pre_tokenizers
-
-    vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    for left, right in WORD_MERGES:
-        vocab[left + right] = len(vocab)
-    if multilingual:
-        while len(vocab) < 50257:
-            vocab[f"unused{len(vocab)}"] = len(vocab)
-    specials = SPECIALS_BEFORE_LANGUAGES + language_tokens() + SPECIALS_AFTER_LANGUAGES
-    ids = {token: len(vocab) + i for i, token in enumerate(specials)}
-    added = [
-        {"id": i, "content": token, "single_word": False, "lstrip": False, "rstrip": False,
-         "normalized": False, "special": True}
-        for token, i in ids.items()
-    ]
-    data = {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": added,
-        "normalizer": None,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
-        "post_processor": None,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
-                  "end_of_word_suffix": "", "fuse_unk": False, "vocab": vocab,
-                  "merges": [f"{left} {right}" for left, right in WORD_MERGES]},
-    }
-    Path(path).write_text(json.dumps(data), encoding="utf-8")
-    return ids
-
-
-def make_tiny_whisper(vocab_size: int, end_id: int, start_id: int, seed: int = 0):
-    """A random-weight WhisperForConditionalGeneration: d_model 32, 2 layers each side."""
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    torch.manual_seed(seed)
-    config = WhisperConfig(
-        vocab_size=vocab_size, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
-        init_std=1.0,  # large random weights: generate() then gives varied tokens, not one token repeated
-        max_source_positions=1500, max_target_positions=448, bos_token_id=end_id, eos_token_id=end_id,
-        pad_token_id=end_id, decoder_start_token_id=start_id, suppress_tokens=None, begin_suppress_tokens=None,
-    )
-    model = WhisperForConditionalGeneration(config).eval()
-    with torch.no_grad():  # CTranslate2 stores non-zero biases: make sure every bias is really carried over
-        for name, param in model.named_parameters():
-            if name.endswith("bias"):
-                param.normal_(0, 0.02)
-    return model
-
-
-def make_ct2_whisper_dir(root: Path, multilingual: bool, dtype: torch.dtype, seed: int = 0):
-    """A CTranslate2 Whisper directory for a tiny random model; returns (dir, model, special ids)."""
-    root.mkdir(parents=True, exist_ok=True)
-    tokenizer_json = root / "source-tokenizer.json"
-    ids = write_whisper_tokenizer_json(tokenizer_json, multilingual)
-    vocab_size = ids["<|notimestamps|>"] + 1 + 1501
-    model = make_tiny_whisper(vocab_size, ids["<|endoftext|>"], ids["<|startoftranscript|>"], seed)
-    with torch.no_grad():  # random weights pick timestamps often, and each one makes generate() loop again
-        model.get_output_embeddings().weight[ids["<|notimestamps|>"] + 1 :] = 0
-    ct2_config = {
-        "alignment_heads": [[1, 0], [1, 3]],
-        "lang_ids": [ids[token] for token in language_tokens()],
-        "suppress_ids": [1, 2, ids["<|startofprev|>"]],
-        "suppress_ids_begin": [ids["<|endoftext|>"]],
-    }
-    directory = save_ct2_whisper(model, root / "ct2", tokenizer_json, ct2_config, dtype=dtype)
-    return directory, model, ids
 
 
 def _features(seed: int = 1) -> torch.Tensor:

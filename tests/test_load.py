@@ -177,9 +177,11 @@ def test_crowd_of_clients_gets_only_their_own_answers(tiny_model_dir, tmp_path, 
 # ---------------------------------------------------------------- a budget for two models, four in rotation
 
 
-def loaded_sizes(tiny_model_dir: Path, models: tuple[tuple[str, str], ...] = BLIPS, quantize: str = "auto") -> dict[str, int]:
+def loaded_sizes(tiny_model_dir: Path, models: tuple[tuple[str, str], ...] = BLIPS,
+                 quantize: str = "auto") -> dict[str, int]:
     """Each (task, model)'s bytes as the cache accounts them."""
-    probe = local_runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu", quantize=quantize))
+    probe = local_runtime(Settings(model_dir=tiny_model_dir, memory_budget=4 * 1024**3, device="cpu",
+                                   quantize=quantize))
     for task, model in models:
         probe.preload(task, model)
     return {entry["model"]: entry["bytes"] for entry in probe.cache_report()["entries"]}

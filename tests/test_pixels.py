@@ -1,5 +1,5 @@
-"""mmdemo.media.pixels: large images reduced for a processor give the processor's own pixel values within a grey level or
-two, at the sizes worked out from each image processor's settings; small images pass untouched."""
+"""mmdemo.media.pixels: large images reduced for a processor give the processor's own pixel values within a grey
+level or two, at the sizes worked out from each image processor's settings; small images pass untouched."""
 
 from __future__ import annotations
 

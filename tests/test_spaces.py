@@ -276,7 +276,8 @@ def test_a_gpu_worker_forked_before_a_model_was_loaded_loads_its_own_copy(tiny_m
         predict_batch(keys, [inputs])
     monkeypatch.setattr(runtime.predictor, "_pid", -1)  # as seen from a ZeroGPU worker process
     (answers,) = predict_batch(keys, [inputs])
-    assert len(answers) == 5 and runtime.predictor.cache.stats().entries == ()  # the worker's copy is not the app's cache
+    assert len(answers) == 5
+    assert runtime.predictor.cache.stats().entries == ()  # the worker's copy is not the app's cache
 
 
 def test_durations_grow_with_the_work():

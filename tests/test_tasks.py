@@ -407,9 +407,9 @@ def test_auto_language_is_detected_and_reported_with_parity(runtime, tiny_model_
 @pytest.mark.parametrize("native_bf16", [False, True])
 def test_cpu_default_picks_each_models_measured_format(tiny_runtime, monkeypatch, native_bf16):
     """Whisper int8, ViLT fp16 weights, CLIP fp32; on a CPU that multiplies bf16 natively, ViLT and CLIP in bf16."""
-    import mmdemo.runtime
+    import mmdemo.models.formats
 
-    monkeypatch.setattr(mmdemo.runtime, "cpu_computes_bf16", lambda: native_bf16)
+    monkeypatch.setattr(mmdemo.models.formats, "cpu_computes_bf16", lambda: native_bf16)
     runtime = tiny_runtime()
     speech = runtime.run("speech", {"audio": str(SPEECH_16K), "timestamps": "none"})
     clip = runtime.run("zero_shot", {"image": str(CAT), "labels": "cat, dog"})
@@ -418,7 +418,8 @@ def test_cpu_default_picks_each_models_measured_format(tiny_runtime, monkeypatch
                 "dandelin/vilt-b32-finetuned-vqa": "bfloat16" if native_bf16 else "fp16-weights"}
     assert [r["provenance"]["dtype"] for r in (speech, clip, vilt)] == list(expected.values())
     assert {e["model"]: e["dtype"] for e in runtime.cache_report()["entries"]} == expected
-    with runtime.predictor.bundles(registry.get("zero_shot"), {"model": registry.get("zero_shot").default_model}) as bundles:
+    zero_shot = registry.get("zero_shot")
+    with runtime.predictor.bundles(zero_shot, {"model": zero_shot.default_model}) as bundles:
         assert bundles["model"].dtype == (torch.bfloat16 if native_bf16 else torch.float32)
     everything = tiny_runtime(quantize="fp16")
     assert everything.run("zero_shot", {"image": str(CAT), "labels": "cat, dog"})["provenance"]["dtype"] == (
@@ -428,9 +429,9 @@ def test_cpu_default_picks_each_models_measured_format(tiny_runtime, monkeypatch
 
 
 def test_an_explicit_dtype_on_cpu_is_not_quantized(tiny_runtime, monkeypatch):
-    import mmdemo.runtime
+    import mmdemo.models.formats
 
-    monkeypatch.setattr(mmdemo.runtime, "cpu_computes_bf16", lambda: True)
+    monkeypatch.setattr(mmdemo.models.formats, "cpu_computes_bf16", lambda: True)
     runtime = tiny_runtime(dtype="bfloat16")
     speech = runtime.run("speech", {"audio": str(SPEECH_16K), "timestamps": "none"})
     assert speech["provenance"]["dtype"] == "bfloat16"  # not int8 layers on a bf16 model

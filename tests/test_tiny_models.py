@@ -12,13 +12,19 @@ import torch
 from PIL import Image
 
 from mmdemo.testing import tiny_models
-from mmdemo.testing.tiny_models import MARKER_FILE, TINY_MODEL_IDS, build_tiny_model, ensure_tiny_models
+from mmdemo.testing.tiny_models import (
+    MARKER_FILE,
+    TINY_MODEL_IDS,
+    build_tiny_model,
+    builder_version,
+    ensure_tiny_models,
+)
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media" / "images"
 if not MEDIA.is_dir():  # the repo's own location may differ from /work/main
     MEDIA = Path("/work/shared/media/images")
 
-CHAIN_WORDS = set(tiny_models._CHAIN_WORDS)  # the words the tiny generative decoders say
+CHAIN_WORDS = set(tiny_models.CHAIN_WORDS)  # the words the tiny generative decoders say
 BLIP_VQA = ("Salesforce/blip-vqa-base", "Salesforce/blip-vqa-capfilt-large")
 BLIP_CAPTION = ("Salesforce/blip-image-captioning-base", "Salesforce/blip-image-captioning-large")
 CLIP = ("openai/clip-vit-base-patch32", "openai/clip-vit-large-patch14")
@@ -64,7 +70,7 @@ def test_ids_and_layout(tiny_model_dir: Path) -> None:
         assert (path / "model.safetensors").is_file(), model_id
         tokenizer_file = "spiece.model" if "siglip" in model_id else "tokenizer.json"
         assert (path / tokenizer_file).is_file(), model_id
-        assert (path / MARKER_FILE).read_text().strip() == tiny_models._builder_version()
+        assert (path / MARKER_FILE).read_text().strip() == builder_version()
     assert not [p for p in tiny_model_dir.glob("*/.*building*")], "left-over temporary build directories"
 
 
@@ -78,7 +84,7 @@ def test_ensure_skips_current_and_rebuilds_stale(tmp_path: Path) -> None:
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # current: skipped
     (path / MARKER_FILE).write_text("stale\n")
     ensure_tiny_models(tmp_path, [model_id])
-    assert (path / MARKER_FILE).read_text().strip() == tiny_models._builder_version()
+    assert (path / MARKER_FILE).read_text().strip() == builder_version()
     assert (path / "model.safetensors").read_bytes() == weights  # deterministic rebuild
     assert sorted(p.name for p in (tmp_path / "distilbert").iterdir()) == [path.name]
     with pytest.raises(KeyError):

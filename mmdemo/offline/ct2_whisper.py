@@ -1,9 +1,10 @@
-"""CTranslate2 Whisper models: read (and write) `model.bin`, convert a model directory to a transformers checkpoint.
+"""CTranslate2 Whisper models: read `model.bin`, convert a model directory to a transformers checkpoint.
 
 CTranslate2 ("faster-whisper") directories hold `model.bin` (the weights, often float16), CTranslate2's
 `config.json` (suppressed tokens, language ids, alignment heads) and the Hugging Face `tokenizer.json`.
 `convert_ct2_whisper` turns one into a directory that `WhisperForConditionalGeneration.from_pretrained` and
 `WhisperProcessor.from_pretrained` load: float32 safetensors, processor files and a generation config.
+The writing side (`model.bin` and whole directories, for test fixtures) is `mmdemo.testing.ct2_writer`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ WHISPER_SPEC = "WhisperSpec"
 WHISPER_SPEC_REVISION = 3
 
 # dtype code (the DataType enum of CTranslate2) -> (torch dtype, numpy dtype of the raw little-endian bytes)
-_DTYPES: dict[int, tuple[torch.dtype, str]] = {
+DTYPES: dict[int, tuple[torch.dtype, str]] = {
     0: (torch.float32, "<f4"),
     1: (torch.int8, "i1"),
     2: (torch.int16, "<i2"),
@@ -29,9 +30,8 @@ _DTYPES: dict[int, tuple[torch.dtype, str]] = {
     4: (torch.float16, "<f2"),
     5: (torch.bfloat16, "<u2"),  # numpy has no bfloat16: read the bits, then view them in torch
 }
-_DTYPE_CODES = {torch_dtype: code for code, (torch_dtype, _) in _DTYPES.items()}
 # Before version 4 only the item size was stored, and CTranslate2 read it with this (lossy) rule.
-_DTYPE_BY_ITEM_SIZE = {4: 0, 2: 2, 1: 1}
+DTYPE_BY_ITEM_SIZE = {4: 0, 2: 2, 1: 1}
 
 
 class Ct2FormatError(ValueError):
@@ -59,7 +59,7 @@ class Ct2Model:
         return self.aliases.get(name, name) in self.variables
 
 
-# --------------------------------------------------------------------------- model.bin reading and writing
+# --------------------------------------------------------------------------- model.bin reading
 
 
 class _Reader:
@@ -122,12 +122,12 @@ def read_model_bin(path: Path) -> Ct2Model:
             code, num_bytes = reader.unpack("BI", f"the dtype of {name!r}")
         else:
             item_size, num_items = reader.unpack("BI", f"the item size of {name!r}")
-            if item_size not in _DTYPE_BY_ITEM_SIZE:
+            if item_size not in DTYPE_BY_ITEM_SIZE:
                 raise Ct2FormatError(f"{path}: variable {name!r} has item size {item_size}; valid sizes: 1, 2, 4")
-            code, num_bytes = _DTYPE_BY_ITEM_SIZE[item_size], item_size * num_items
-        if code not in _DTYPES:
-            raise Ct2FormatError(f"{path}: variable {name!r} has dtype code {code}; valid codes: {sorted(_DTYPES)}")
-        torch_dtype, np_dtype = _DTYPES[code]
+            code, num_bytes = DTYPE_BY_ITEM_SIZE[item_size], item_size * num_items
+        if code not in DTYPES:
+            raise Ct2FormatError(f"{path}: variable {name!r} has dtype code {code}; valid codes: {sorted(DTYPES)}")
+        torch_dtype, np_dtype = DTYPES[code]
         start = reader.take(num_bytes, f"variable {name!r}")
         item = np.dtype(np_dtype).itemsize
         if num_bytes != item * int(np.prod(shape, dtype=np.int64)):
@@ -146,45 +146,6 @@ def read_model_bin(path: Path) -> Ct2Model:
     if reader.pos != len(data):
         raise Ct2FormatError(f"{path} has {len(data) - reader.pos} unexpected bytes after the last record")
     return Ct2Model(spec=spec, revision=revision, variables=variables, aliases=aliases)
-
-
-def write_model_bin(path: Path, model: Ct2Model, version: int = 6) -> None:
-    """Write `model` as a CTranslate2 `model.bin` of the given binary version (tests and fixtures use this)."""
-    if version not in MODEL_BIN_VERSIONS:
-        raise ValueError(f"Cannot write binary version {version}; valid versions: {list(MODEL_BIN_VERSIONS)}")
-    if version < 3 and model.aliases:
-        raise ValueError(f"Binary version {version} cannot store aliases; use version 3 or later")
-
-    def string(text: str) -> bytes:
-        raw = text.encode("utf-8") + b"\0"
-        return struct.pack("<H", len(raw)) + raw
-
-    chunks = [struct.pack("<I", version)]
-    if version >= 2:
-        chunks += [string(model.spec), struct.pack("<I", model.revision)]
-    chunks.append(struct.pack("<I", len(model.variables)))
-    for name, tensor in model.variables.items():
-        if tensor.dtype not in _DTYPE_CODES:
-            raise ValueError(f"Variable {name!r} has dtype {tensor.dtype}; valid dtypes: {list(_DTYPE_CODES)}")
-        code = _DTYPE_CODES[tensor.dtype]
-        raw_tensor = tensor.contiguous().view(torch.int16) if tensor.dtype is torch.bfloat16 else tensor.contiguous()
-        raw = raw_tensor.numpy().astype(_DTYPES[code][1], copy=False).tobytes()
-        chunks += [string(name), struct.pack(f"<B{tensor.dim()}I", tensor.dim(), *tensor.shape)]
-        if version >= 4:
-            chunks.append(struct.pack("<BI", code, len(raw)))
-        else:
-            item_size = tensor.element_size()
-            if _DTYPE_BY_ITEM_SIZE.get(item_size) != code:
-                raise ValueError(
-                    f"Binary version {version} cannot store {tensor.dtype} ({name!r}); use version 4 or later"
-                )
-            chunks.append(struct.pack("<BI", item_size, tensor.numel()))
-        chunks.append(raw)
-    if version >= 3:
-        chunks.append(struct.pack("<I", len(model.aliases)))
-        for alias, target in model.aliases.items():
-            chunks += [string(alias), string(target)]
-    Path(path).write_bytes(b"".join(chunks))
 
 
 # --------------------------------------------------------------------------- Whisper weights
@@ -244,6 +205,13 @@ def whisper_config_from_ct2(model: Ct2Model, **token_ids: int | list[int] | None
     )
 
 
+_EMBEDDINGS = [
+    ("encoder/position_encodings/encodings", "model.encoder.embed_positions.weight"),
+    ("decoder/position_encodings/encodings", "model.decoder.embed_positions.weight"),
+    ("decoder/embeddings/weight", "model.decoder.embed_tokens.weight"),
+]
+
+
 def _layer_pairs(ct2: str, hf: str) -> list[tuple[str, str]]:
     """(CTranslate2 name, transformers name) for a linear layer's weight and bias or a LayerNorm's gamma and beta."""
     if ct2.endswith("layer_norm"):
@@ -251,8 +219,8 @@ def _layer_pairs(ct2: str, hf: str) -> list[tuple[str, str]]:
     return [(f"{ct2}/weight", f"{hf}.weight"), (f"{ct2}/bias", f"{hf}.bias")]
 
 
-def _plain_layers(encoder_layers: int, decoder_layers: int) -> list[tuple[str, str]]:
-    """Layers that map one to one (no fused projections)."""
+def plain_names(encoder_layers: int, decoder_layers: int) -> list[tuple[str, str]]:
+    """(CTranslate2 name, transformers name) of every variable that maps one to one (no fused projections)."""
     pairs = [
         ("encoder/conv1", "model.encoder.conv1"),
         ("encoder/conv2", "model.encoder.conv2"),
@@ -275,10 +243,10 @@ def _plain_layers(encoder_layers: int, decoder_layers: int) -> list[tuple[str, s
                     (f"{ct2}/attention/linear_2", f"{hf}.encoder_attn.out_proj"),
                     (f"{ct2}/attention/layer_norm", f"{hf}.encoder_attn_layer_norm"),
                 ]
-    return [pair for ct2, hf in pairs for pair in _layer_pairs(ct2, hf)]
+    return _EMBEDDINGS + [pair for ct2, hf in pairs for pair in _layer_pairs(ct2, hf)]
 
 
-def _fused_layers(encoder_layers: int, decoder_layers: int) -> list[tuple[str, list[str]]]:
+def fused_names(encoder_layers: int, decoder_layers: int) -> list[tuple[str, list[str]]]:
     """CTranslate2 linear layers that fuse projections along the output dimension, with the parts in order."""
     fused = []
     for side, count in (("encoder", encoder_layers), ("decoder", decoder_layers)):
@@ -290,20 +258,13 @@ def _fused_layers(encoder_layers: int, decoder_layers: int) -> list[tuple[str, l
     return fused
 
 
-_EMBEDDINGS = [
-    ("encoder/position_encodings/encodings", "model.encoder.embed_positions.weight"),
-    ("decoder/position_encodings/encodings", "model.decoder.embed_positions.weight"),
-    ("decoder/embeddings/weight", "model.decoder.embed_tokens.weight"),
-]
-
-
 def whisper_state_dict_from_ct2(model: Ct2Model) -> dict[str, torch.Tensor]:
     """The transformers `WhisperForConditionalGeneration` state dict (float32) of a CTranslate2 Whisper model."""
     encoder_layers, decoder_layers = _count_layers(model, "encoder"), _count_layers(model, "decoder")
     state: dict[str, torch.Tensor] = {}
-    for ct2, hf in _EMBEDDINGS + _plain_layers(encoder_layers, decoder_layers):
+    for ct2, hf in plain_names(encoder_layers, decoder_layers):
         state[hf] = _float_weight(model, ct2)
-    for ct2, parts in _fused_layers(encoder_layers, decoder_layers):
+    for ct2, parts in fused_names(encoder_layers, decoder_layers):
         weights = _float_weight(model, f"{ct2}/weight").chunk(len(parts), dim=0)
         biases = _float_weight(model, f"{ct2}/bias").chunk(len(parts), dim=0)
         for part, weight, bias in zip(parts, weights, biases):
@@ -314,53 +275,6 @@ def whisper_state_dict_from_ct2(model: Ct2Model) -> dict[str, torch.Tensor]:
                 state[f"{part}.bias"] = bias.contiguous()
     state["proj_out.weight"] = state["model.decoder.embed_tokens.weight"]  # tied, as in the original model
     return state
-
-
-def whisper_to_ct2(model, dtype: torch.dtype = torch.float16, alignment_heads: int = 1) -> Ct2Model:
-    """A `WhisperForConditionalGeneration` in CTranslate2's WhisperSpec layout, as its converter writes it.
-
-    Weights are cast to `dtype`; q/k/v (and cross-attention k/v) are fused, missing k biases are zeros,
-    the output projection is an alias of the embeddings. Used to build test fixtures.
-    """
-    config = model.config
-    state = {name: tensor.detach() for name, tensor in model.state_dict().items()}
-    variables: dict[str, torch.Tensor] = {}
-    for ct2, hf in _EMBEDDINGS + _plain_layers(config.encoder_layers, config.decoder_layers):
-        variables[ct2] = state[hf].to(dtype)
-    for ct2, parts in _fused_layers(config.encoder_layers, config.decoder_layers):
-        variables[f"{ct2}/weight"] = torch.cat([state[f"{p}.weight"] for p in parts]).to(dtype)
-        biases = [state.get(f"{p}.bias", torch.zeros(state[f"{p}.weight"].shape[0])) for p in parts]
-        variables[f"{ct2}/bias"] = torch.cat(biases).to(dtype)
-    scalars = {
-        "decoder/activation": torch.tensor(3, dtype=torch.int8),  # CTranslate2's Activation.GELU
-        "decoder/alibi": torch.tensor(0, dtype=torch.int8),
-        "decoder/alignment_heads": torch.tensor(alignment_heads, dtype=torch.int16),
-        "decoder/alignment_layer": torch.tensor(-1, dtype=torch.int16),
-        "decoder/num_heads": torch.tensor(config.decoder_attention_heads, dtype=torch.int16),
-        "decoder/pre_norm": torch.tensor(1, dtype=torch.int8),
-        "decoder/scale_embeddings": torch.tensor(0, dtype=torch.int8),
-        "decoder/start_from_zero_embedding": torch.tensor(0, dtype=torch.int8),
-        "encoder/num_heads": torch.tensor(config.encoder_attention_heads, dtype=torch.int16),
-    }
-    variables.update(scalars)
-    ordered = dict(sorted(variables.items()))  # CTranslate2 writes variables in name order
-    return Ct2Model(
-        spec=WHISPER_SPEC,
-        revision=WHISPER_SPEC_REVISION,
-        variables=ordered,
-        aliases={"decoder/projection/weight": "decoder/embeddings/weight"},
-    )
-
-
-def save_ct2_whisper(model, dst_dir: Path, tokenizer_json: Path, ct2_config: dict,
-                     dtype: torch.dtype = torch.float16) -> Path:
-    """Write a CTranslate2 Whisper directory (model.bin, config.json, tokenizer.json) for `model`; for tests."""
-    dst_dir = Path(dst_dir)
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    write_model_bin(dst_dir / "model.bin", whisper_to_ct2(model, dtype))
-    (dst_dir / "config.json").write_text(json.dumps(ct2_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    (dst_dir / "tokenizer.json").write_bytes(Path(tokenizer_json).read_bytes())
-    return dst_dir
 
 
 # --------------------------------------------------------------------------- tokenizer, processor, generation config
