@@ -52,8 +52,9 @@ class Predictor(Protocol):
                 on_load: OnLoad | None = None) -> Prediction:
         """Run the task's predict on clean inputs with the models `specs` names by role."""
 
-    def preload(self, task: Task, specs: Mapping[str, ModelSpec], on_load: OnLoad | None = None) -> ModelKey:
-        """Load the models of `specs` without running them; the key of the first."""
+    def preload(self, task: Task, spec: ModelSpec, on_load: OnLoad | None = None) -> ModelKey:
+        """Load `spec` for `task` without running it (with the rest of its `Task.model_set` where the predictor
+        loads model sets as one unit); its key."""
 
     def cache_report(self) -> dict[str, Any]:
         """The resident models and the cache's counters as plain JSON, warmest entry first."""
@@ -115,7 +116,7 @@ class Runtime:
         """Load a task's model (default: its default model) without running it; its cache key."""
         task = registry.get(task_name)
         spec = task.model_spec(model_id, allow_custom=self.settings.allow_custom_models)
-        return self.predictor.preload(task, task.preload_set(spec), on_load)
+        return self.predictor.preload(task, spec, on_load)
 
     def model_choices(self, task_name: str) -> list[ModelChoice]:
         """The task's curated models, each marked by whether it can load without network."""

@@ -204,11 +204,11 @@ class LocalPredictor:
         dtype = "+".join(sorted({key.dtype for key in keys.values()}))  # one spelling, as the Ray backend's
         return Prediction(output, batch_size, self.device, dtype, milliseconds)
 
-    def preload(self, task: Task, specs: Mapping[str, ModelSpec], on_load: OnLoad | None = None) -> ModelKey:
-        """Load the models of `specs` into the cache without running them; the first one's key."""
-        with self.bundles(task, specs, on_load):
+    def preload(self, task: Task, spec: ModelSpec, on_load: OnLoad | None = None) -> ModelKey:
+        """Load `spec` into the cache without running it: the cache holds models one by one."""
+        with self.bundles(task, {"model": spec}, on_load):
             pass
-        return self.key_for(next(iter(specs.values())))
+        return self.key_for(spec)
 
     def cache_report(self) -> dict[str, Any]:
         """The cache's statistics as plain JSON, warmest entry first."""

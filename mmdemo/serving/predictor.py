@@ -109,14 +109,14 @@ class RayPredictor:
         if then is not None:
             then()
 
-    def preload(self, task: Task, specs: Mapping[str, ModelSpec], on_load: OnLoad | None = None) -> ModelKey:
-        """Load the model set `specs` (`Task.preload_set`) on a replica of the task's family without running it."""
-        first = next(iter(specs.values()))
+    def preload(self, task: Task, spec: ModelSpec, on_load: OnLoad | None = None) -> ModelKey:
+        """Load `spec` on a replica of the task's family without running it, with the rest of its model set
+        (`Task.model_set`): a replica loads a request's models as one multiplexed model."""
         if on_load:
-            on_load(first.id)
-        model_id = multiplexed_model_id(specs)
+            on_load(spec.id)
+        model_id = multiplexed_model_id(task.model_set(spec))
         reply = self._call(family_for(task.name).name, model_id, "preload", model_id)
-        return ModelKey(first.id, first.revision, reply.device, reply.dtype)
+        return ModelKey(spec.id, spec.revision, reply.device, reply.dtype)
 
     def cache_report(self) -> dict[str, Any]:
         """What every replica holds, from the board: per replica entries, and totals over all of them."""

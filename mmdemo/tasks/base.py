@@ -72,8 +72,9 @@ class Task(ABC, Generic[InputsT]):
         """The models one request needs, by role; most tasks need just their chosen model."""
         return {"model": inputs.model}  # type: ignore[attr-defined]
 
-    def preload_set(self, spec: ModelSpec) -> Mapping[str, ModelSpec]:
-        """The models, by role, that a preload of `spec` loads: those a request with every input would need."""
+    def model_set(self, spec: ModelSpec) -> Mapping[str, ModelSpec]:
+        """The models, by role, that a request using `spec` needs when it gives every input: what a backend that
+        loads a request's models as one unit (a Ray Serve replica) preloads for `spec`."""
         return {"model": spec}
 
     @abstractmethod

@@ -169,9 +169,8 @@ class SentimentTask(Task[SentimentInputs]):
             fusion.check_weights(weights, inputs.modalities)  # before any model loads
         return inputs
 
-    def preload_set(self, spec: ModelSpec) -> Mapping[str, ModelSpec]:
-        """The text model with the zero-shot and speech tabs' defaults: what a request giving all three inputs needs
-        (on Ray Serve, one multiplexed model set)."""
+    def model_set(self, spec: ModelSpec) -> Mapping[str, ModelSpec]:
+        """The text model with the zero-shot and speech tabs' defaults: what a request giving all three inputs needs."""
         return {"text": spec, "image": _ZERO_SHOT.default_model, "speech": _SPEECH.default_model}
 
     def models_needed(self, inputs: SentimentInputs) -> Mapping[str, ModelSpec]:
