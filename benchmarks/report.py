@@ -12,7 +12,7 @@ from typing import Any
 
 from benchmarks.cases import Case
 from benchmarks.harness import REPO, Measurement
-from benchmarks.wer import corpus_wer
+from mmdemo.testing.wer import corpus_wer
 
 TARGET_APP_OVER_BARE = 1.10
 TARGET_WER_POINTS = 1.0

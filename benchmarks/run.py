@@ -44,7 +44,7 @@ from benchmarks.report import (
     markdown,
     variant_wer,
 )
-from benchmarks.wer import wer
+from mmdemo.testing.wer import wer
 
 
 def parse_env(items: list[str]) -> dict[str, str]:

@@ -16,12 +16,12 @@ import torch
 import transformers
 
 import mmdemo.tasks  # noqa: F401
-from benchmarks.wer import corpus_wer, wer
 from mmdemo.backends import local_runtime
 from mmdemo.config import Settings, default_model_dir
 from mmdemo.media import load_audio
-from mmdemo.offline.packs import PACKS, install_state
+from mmdemo.offline.packs import PACKS, ct2_files, install_state
 from mmdemo.runtime import Runtime
+from mmdemo.testing.wer import corpus_wer, wer
 
 pytestmark = pytest.mark.acceptance
 
@@ -39,12 +39,14 @@ if _missing:
 MANIFEST = {item["path"]: item for item in json.loads((MEDIA / "MANIFEST.json").read_text())["audio"]}
 # English clips with a single reference transcript (the stereo and bilingual clips are checked on their own).
 ENGLISH = sorted(path for path, item in MANIFEST.items() if item.get("language") == "en" and "transcript" in item)
-# Measured with the pack on these 9 clips (2026-11, CPU, int8 per-channel): corpus WER tiny.en 0.037, base 0.070
-# (0.075 on an AVX512-VNNI host, 0.102 there before int8 layers took 8-bit activations on VNNI); the worst clip is
-# base on LDC93S1 (0.364; 0.545 with per-tensor int8). Thresholds add a margin for other CPUs.
+# Fixed ceilings on these 9 clips, with a margin for other CPUs; the measured rates are printed by the tests and
+# tabled in docs/performance.md (`python -m benchmarks.speech_accuracy --sets shared`). The worst clip is base on
+# LDC93S1, a hard one for every decoder.
 MAX_CORPUS_WER = {TINY_EN: 0.08, BASE: 0.12}
 MAX_CLIP_WER = 0.6
-INT8_WER_TOLERANCE = 0.01  # int8 Linear layers (the CPU default) may cost at most one point of corpus WER
+DEFAULT_WER_TOLERANCE = 0.005  # the CPU default's format against fp32: half a point of corpus WER
+# against faster-whisper on ~190 words: a hard clip (LDC93S1) swings by a few words between two correct decoders
+PEER_WER_TOLERANCE = 0.02
 
 
 @cache
@@ -74,14 +76,37 @@ def test_word_error_rate_on_the_english_clips(model):
     assert max(per_clip.values()) <= MAX_CLIP_WER, per_clip
 
 
+@cache
+def faster_whisper(model: str):
+    """faster-whisper (CTranslate2 int8) on the offline pack's own files: the peer the CPU default is held to."""
+    from faster_whisper import WhisperModel
+
+    files = ct2_files(model, MODEL_DIR / ".ct2", MODEL_DIR)
+    return WhisperModel(str(files), device="cpu", compute_type="int8", cpu_threads=torch.get_num_threads())
+
+
+def faster_whisper_text(model: str, clip: str) -> str:
+    """Greedy, one temperature (no fallback), in English: as the app decodes."""
+    segments, _ = faster_whisper(model).transcribe(str(MEDIA / clip), language="en", beam_size=1, temperature=0.0,
+                                                   without_timestamps=True)
+    return " ".join(segment.text.strip() for segment in segments)
+
+
 @pytest.mark.parametrize("model", [TINY_EN, BASE])
-def test_int8_default_keeps_the_word_error_rate(model):
-    clips = [clip for clip in ENGLISH if clip != "audio/vosk_dagon.wav"]  # the long clip is covered above
-    fp32_pairs = [(MANIFEST[c]["transcript"], transcribe("none", model, c)["text"]) for c in clips]
-    int8_pairs = [(MANIFEST[c]["transcript"], transcribe("auto", model, c)["text"]) for c in clips]
-    assert transcribe("auto", model, clips[0])["provenance"]["dtype"] == "int8"
-    print(f"{model}: short clips corpus WER fp32 {corpus_wer(fp32_pairs):.3f}, int8 {corpus_wer(int8_pairs):.3f}")
-    assert corpus_wer(int8_pairs) <= corpus_wer(fp32_pairs) + INT8_WER_TOLERANCE
+def test_cpu_default_keeps_fp32_accuracy_and_matches_faster_whisper(model):
+    """The CPU default (MMDEMO_QUANTIZE=auto) transcribes as the fp32 model does, and no worse than faster-whisper
+    int8 on the same clips and weights, within a few words of these ~190 (the held-out espeak set of
+    `benchmarks.speech_accuracy`, with more words, is where docs/performance.md compares them)."""
+    clips = ENGLISH
+    references = [MANIFEST[c]["transcript"] for c in clips]
+    default = [transcribe("auto", model, c)["text"] for c in clips]
+    fp32 = [transcribe("none", model, c)["text"] for c in clips]
+    peer = [faster_whisper_text(model, c) for c in clips]
+    rates = {name: corpus_wer(list(zip(references, texts, strict=True)))
+             for name, texts in (("default", default), ("fp32", fp32), ("faster-whisper", peer))}
+    print(f"{model}: short clips corpus WER {rates}")
+    assert rates["default"] <= rates["fp32"] + DEFAULT_WER_TOLERANCE, rates
+    assert rates["default"] <= rates["faster-whisper"] + PEER_WER_TOLERANCE, rates
 
 
 @pytest.mark.parametrize("model", [TINY_EN, BASE])

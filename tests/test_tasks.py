@@ -406,7 +406,7 @@ def test_auto_language_is_detected_and_reported_with_parity(runtime, tiny_model_
 
 @pytest.mark.parametrize("native_bf16", [False, True])
 def test_cpu_default_picks_each_models_measured_format(tiny_runtime, monkeypatch, native_bf16):
-    """Whisper int8, ViLT fp16 weights, CLIP fp32; on a CPU that multiplies bf16 natively, ViLT and CLIP in bf16."""
+    """Whisper and ViLT fp16 weights, CLIP fp32; on a CPU that multiplies bf16 natively, ViLT and CLIP in bf16."""
     import mmdemo.models.formats
 
     monkeypatch.setattr(mmdemo.models.formats, "cpu_computes_bf16", lambda: native_bf16)
@@ -414,7 +414,8 @@ def test_cpu_default_picks_each_models_measured_format(tiny_runtime, monkeypatch
     speech = runtime.run("speech", {"audio": str(SPEECH_16K), "timestamps": "none"})
     clip = runtime.run("zero_shot", {"image": str(CAT), "labels": "cat, dog"})
     vilt = runtime.run("vqa", {"image": str(CAT), "question": "what?", "model": "dandelin/vilt-b32-finetuned-vqa"})
-    expected = {"openai/whisper-base": "int8", "openai/clip-vit-base-patch32": "bfloat16" if native_bf16 else "float32",
+    expected = {"openai/whisper-base": "fp16-weights",
+                "openai/clip-vit-base-patch32": "bfloat16" if native_bf16 else "float32",
                 "dandelin/vilt-b32-finetuned-vqa": "bfloat16" if native_bf16 else "fp16-weights"}
     assert [r["provenance"]["dtype"] for r in (speech, clip, vilt)] == list(expected.values())
     assert {e["model"]: e["dtype"] for e in runtime.cache_report()["entries"]} == expected

