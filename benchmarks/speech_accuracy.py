@@ -239,6 +239,7 @@ ARMS = {  # name -> what it is
 }
 DEFAULT_ARMS = [arm for arm in ARMS if arm != "int8-w7a8"]
 APP_QUANTIZE = {"app-int8": "auto", "app-fp32": "none", "app-fp16": "fp16"}
+CONVERT_SECONDS: dict[str, float] = {}  # a candidate arm -> seconds its Linear conversion took (in its load)
 
 
 def _runtime(arm: str, recipe: tuple[dict[str, str], str] | None) -> Any:
@@ -262,7 +263,9 @@ def _runtime(arm: str, recipe: tuple[dict[str, str], str] | None) -> Any:
 
         def load(self, task, located):  # noqa: ANN001, ANN202
             bundle = super().load(task, located)
+            started = time.perf_counter()
             convert(bundle.model, layer_recipe, default)
+            CONVERT_SECONDS[arm] = time.perf_counter() - started
             bundle.nbytes = module_nbytes(bundle.model)
             return bundle
 
@@ -339,25 +342,53 @@ def score(clips: list[Clip], texts: list[str], norm: Callable[[Clip, str], str])
 
 
 def run_model(model_id: str, sets: list[str], arms: list[str], limit: int | None,
-              mixed: dict[str, str] | None = None) -> dict[str, Any]:
-    """Every clip through every arm in turn; times, transcripts and scores per set and arm."""
+              mixed: dict[str, str] | None = None, journal: Path | None = None) -> dict[str, Any]:
+    """Every clip through every arm in turn; times, transcripts and scores per set and arm.
+
+    Each clip's results are appended to `journal` (JSON lines) as it finishes, and a rerun with the same journal
+    skips the clips it already holds for every arm: a run killed halfway goes on where it stopped.
+    """
     clips = load_clips(sets, model_id, limit)
     norm = normalizer(model_id)
-    runners, load_seconds = {}, {}
-    for arm in arms:
-        runners[arm], load_seconds[arm] = build_arm(arm, model_id, mixed)
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    if journal and journal.is_file():
+        for line in journal.read_text().splitlines():
+            record = json.loads(line)
+            if record["model"] == model_id and set(arms) <= set(record["texts"]):
+                done[(record["set"], record["clip"])] = record
+    runners, load_seconds = {}, dict(next(iter(done.values()))["load_seconds"]) if done else {}
+    if len(done) < len(clips):  # imports first: the first arm's load time is its own
+        import faster_whisper  # noqa: F401
+
+        from mmdemo.models.loading import import_model_code
+
+        import_model_code(["WhisperForConditionalGeneration"])
+    for arm in arms if len(done) < len(clips) else []:
+        runners[arm], seconds = build_arm(arm, model_id, mixed)
+        load_seconds.setdefault(arm, seconds)  # the first process's: later ones load from a warm page cache
         runners[arm](clips[0])  # warm-up, not counted
-        print(f"  {arm}: loaded in {load_seconds[arm]:.1f} s", flush=True)
+        print(f"  {arm}: loaded in {seconds:.1f} s", flush=True)
     texts: dict[str, list[str]] = {arm: [] for arm in arms}
     ms: dict[str, list[float]] = {arm: [] for arm in arms}
     for i, clip in enumerate(clips):
-        for arm in arms[i % len(arms):] + arms[:i % len(arms)]:
-            started = time.perf_counter()
-            texts[arm].append(runners[arm](clip))
-            ms[arm].append((time.perf_counter() - started) * 1000)
-        print(f"  [{i + 1}/{len(clips)}] {clip.set}/{clip.name}: " + ", ".join(
-            f"{arm} {ms[arm][-1]:.0f}" for arm in arms), flush=True)
-    result: dict[str, Any] = {"model": model_id, "load_seconds": load_seconds, "sets": {},
+        record = done.get((clip.set, clip.name))
+        if record is None:
+            record = {"model": model_id, "set": clip.set, "clip": clip.name, "load_seconds": load_seconds,
+                      "texts": {}, "ms": {}}
+            for arm in arms[i % len(arms):] + arms[:i % len(arms)]:
+                started = time.perf_counter()
+                record["texts"][arm] = runners[arm](clip)
+                record["ms"][arm] = (time.perf_counter() - started) * 1000
+            if journal:
+                with journal.open("a") as f:
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            print(f"  [{i + 1}/{len(clips)}] {clip.set}/{clip.name}: " + ", ".join(
+                f"{arm} {record['ms'][arm]:.0f}" for arm in arms), flush=True)
+        for arm in arms:
+            texts[arm].append(record["texts"][arm])
+            ms[arm].append(record["ms"][arm])
+    result: dict[str, Any] = {"model": model_id, "load_seconds": load_seconds, "convert_seconds": CONVERT_SECONDS,
+                              "sets": {},
                               "recipes": candidate_recipes(model_id, mixed)}
     for name in dict.fromkeys(c.set for c in clips):
         idx = [i for i, c in enumerate(clips) if c.set == name]
@@ -402,7 +433,7 @@ def markdown(result: dict[str, Any]) -> str:
 # --- sensitivity: which groups int8 hurts --------------------------------------------------------------------------
 
 def sensitivity(model_id: str, clips: list[Clip], formats: list[str], *, per_group: bool = True,
-                recipes: dict[str, dict[str, str]] | None = None) -> list[str]:
+                recipes: dict[str, tuple[dict[str, str], str]] | None = None) -> list[str]:
     """Per group, the share of greedy tokens whose argmax changes, and the mean KL from fp32, with only that group
     in int8 (the app's format) and fp32 elsewhere, teacher forced on fp32's transcript one token at a time, as the
     greedy decoder steps; then whole models in each of `formats`."""
@@ -453,9 +484,9 @@ def sensitivity(model_id: str, clips: list[Clip], formats: list[str], *, per_gro
         measure(group, {n: int8[n] for n in linears if group_of(n) == group})
     for fmt in formats:
         measure(f"all Linear: {fmt}", {n: _layer_format(fmt)(m) for n, m in linears.items()})
-    for label, recipe in (recipes or {"mixed": MIXED_RECIPES.get(model_id, {})}).items():
-        measure(f"{label}: " + ", ".join(f"{g} {f}" for g, f in recipe.items()) + ", int8 elsewhere",
-                {n: _layer_format(next((f for p, f in recipe.items() if group_of(n).startswith(p)), "int8"))(m)
+    for label, (recipe, default) in (recipes or {}).items():
+        measure(f"{label}: " + ", ".join(f"{g} {f}" for g, f in recipe.items()) + f", {default} elsewhere",
+                {n: _layer_format(next((f for p, f in recipe.items() if group_of(n).startswith(p)), default))(m)
                  for n, m in linears.items()})
     return rows
 
@@ -524,6 +555,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, choices=list(ARMS))
     parser.add_argument("--limit", type=int, help="the first N clips of each set")
     parser.add_argument("--json", type=Path, help="write the full results (texts and times per clip) here")
+    parser.add_argument("--journal", type=Path, help="append each clip's results here as it finishes, and skip the "
+                        "clips it holds already (resume a killed run)")
     parser.add_argument("--mixed", help='the mixed arm\'s recipe for every model, as JSON: \'{"enc3.ffn": "fp32"}\'')
     parser.add_argument("--sensitivity", type=int, metavar="N", help="per-group int8 sensitivity on N espeak clips "
                         "(every 7th: voices and rates vary) and the shared clips under 30 s, instead of arms")
@@ -542,12 +575,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.sensitivity:
             clips = [c for c in load_clips(["espeak", "shared"], model_id, None) if c.duration <= 30]
             espeak = [c for c in clips if c.set == "espeak"][::7][:args.sensitivity]
+            recipes = candidate_recipes(model_id, mixed)
             rows = sensitivity(model_id, espeak + [c for c in clips if c.set == "shared"],
-                               ["int8", "int8-a8", "int8-w7a8", "fp16", "wo-int8"])
+                               ["int8", "int8-a8", "int8-w7a8", "fp16", "wo-int8", "int8-outlier"],
+                               recipes={arm: recipes[arm] for arm in ("mixed", "outlier-enc")})
             report["models"].append({"model": model_id, "sensitivity": rows})
             print("\n".join(rows))
             continue
-        result = run_model(model_id, args.sets, args.arms, args.limit, mixed)
+        result = run_model(model_id, args.sets, args.arms, args.limit, mixed, args.journal)
         report["models"].append(result)
         print(markdown(result), flush=True)
     if args.json:

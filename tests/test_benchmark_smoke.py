@@ -17,7 +17,8 @@ import pytest
 
 BENCHMARK_CLIS = ("run", "bench_models", "batch_preprocess", "cpu_bf16", "fused_attention", "gpu_check",
                   "gpu_seconds", "interleaved", "linear_conversion", "linear_formats", "model_load", "model_threads",
-                  "photo_size", "queue_wakeup", "ray_overhead", "sessions", "startup_gc", "whisper_decoding")
+                  "photo_size", "queue_wakeup", "ray_overhead", "sessions", "startup_gc", "whisper_decoding",
+                  "speech_accuracy", "espeak_set")
 
 
 @pytest.mark.parametrize("name", BENCHMARK_CLIS)
