@@ -12,13 +12,24 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+def mmdemo_home() -> Path:
+    """mmdemo's folder under HF_HOME (persistent on a Space with /data, where HF_HOME points there)."""
+    hf_home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return Path(hf_home) / "mmdemo"
+
+
 def default_model_dir() -> Path:
     """Where local model directories live: MMDEMO_MODEL_DIR, else under HF_HOME (persistent on Spaces)."""
     explicit = os.environ.get("MMDEMO_MODEL_DIR")
     if explicit:
         return Path(explicit).expanduser()
-    hf_home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    return Path(hf_home) / "mmdemo" / "models"
+    return mmdemo_home() / "models"
+
+
+def default_flag_dir() -> Path:
+    """Where flags are stored: MMDEMO_FLAG_DIR, else under HF_HOME."""
+    explicit = os.environ.get("MMDEMO_FLAG_DIR")
+    return Path(explicit).expanduser() if explicit else mmdemo_home() / "flags"
 
 
 FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -114,6 +125,15 @@ class Settings:
     max_batch: int = 8  # MMDEMO_MAX_BATCH: most requests in one batch; 1 turns batching off
     backend: str = "local"  # MMDEMO_BACKEND: local (models in this process) or ray (Ray Serve deployments)
     ray_address: str = "auto"  # MMDEMO_RAY_ADDRESS: the Ray cluster the ray backend attaches to
+    # MMDEMO_FLAGGING: whether visitors can flag results (👍/👎 and a note, stored with their inputs) and review them:
+    # on, off, or auto: on, but off on a Space, where flags would keep other visitors' uploads
+    flagging: str = "auto"
+    flag_dir: Path = field(default_factory=default_flag_dir)  # MMDEMO_FLAG_DIR: the flag store
+    flag_max_bytes: int = 1_000_000_000  # MMDEMO_FLAG_MAX_BYTES: new flags are refused once the store is this big
+    # MMDEMO_MAX_EVAL_ITEMS: items (rows) one evaluation run takes; None: 500, or 50 on a Space
+    max_eval_items: int | None = None
+    live_max_seconds: float = 600.0  # MMDEMO_LIVE_MAX_SECONDS: how long one live transcription stream may run
+    max_live_streams: int = 4  # MMDEMO_MAX_LIVE_STREAMS: live streams at once; more are refused with a message
 
     def __post_init__(self) -> None:
         # A zero or negative limit would refuse every request (or none): say which variable is wrong instead.
@@ -121,13 +141,17 @@ class Settings:
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}: fix {_ENV[name][0]}")
-        if self.model_admin not in SWITCH_MODES:
-            raise ValueError(f"model_admin must be {', '.join(SWITCH_MODES)}, got {self.model_admin!r}: "
-                             f"fix {_ENV['model_admin'][0]}")
+        for name in ("model_admin", "flagging"):
+            if getattr(self, name) not in SWITCH_MODES:
+                raise ValueError(f"{name} must be {', '.join(SWITCH_MODES)}, got {getattr(self, name)!r}: "
+                                 f"fix {_ENV[name][0]}")
+        if self.max_eval_items is not None and self.max_eval_items <= 0:
+            raise ValueError(f"max_eval_items must be positive, got {self.max_eval_items!r}: fix MMDEMO_MAX_EVAL_ITEMS")
 
 
 LIMITS = ("max_audio_seconds", "max_image_pixels", "max_text_chars", "max_labels", "max_upload_bytes",
-          "concurrency", "max_queue")  # what a visitor can ask of the app, each a Settings field above
+          "concurrency", "max_queue", "flag_max_bytes", "live_max_seconds",
+          "max_live_streams")  # what a visitor can ask of the app, each a Settings field above
 
 
 _ENV: dict[str, tuple[str, object]] = {
@@ -153,6 +177,12 @@ _ENV: dict[str, tuple[str, object]] = {
     "max_batch": ("MMDEMO_MAX_BATCH", int),
     "backend": ("MMDEMO_BACKEND", lambda v: v.strip().lower()),
     "ray_address": ("MMDEMO_RAY_ADDRESS", str),
+    "flagging": ("MMDEMO_FLAGGING", parse_switch),
+    "flag_dir": ("MMDEMO_FLAG_DIR", lambda v: Path(v).expanduser()),
+    "flag_max_bytes": ("MMDEMO_FLAG_MAX_BYTES", parse_bytes),
+    "max_eval_items": ("MMDEMO_MAX_EVAL_ITEMS", int),
+    "live_max_seconds": ("MMDEMO_LIVE_MAX_SECONDS", float),
+    "max_live_streams": ("MMDEMO_MAX_LIVE_STREAMS", int),
 }
 
 
@@ -207,3 +237,17 @@ def model_admin_enabled(settings: Settings, environ: Mapping[str, str] | None = 
     if settings.model_admin == "auto":
         return not on_space(environ)
     return settings.model_admin == "on"
+
+
+def flagging_enabled(settings: Settings, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether visitors may flag results and open the Review tab: `settings.flagging`, with auto off on a Space."""
+    if settings.flagging == "auto":
+        return not on_space(environ)
+    return settings.flagging == "on"
+
+
+def eval_item_limit(settings: Settings, environ: Mapping[str, str] | None = None) -> int:
+    """The most items one evaluation run takes: `settings.max_eval_items`, else 500, or 50 on a Space."""
+    if settings.max_eval_items is not None:
+        return settings.max_eval_items
+    return 50 if on_space(environ) else 500
