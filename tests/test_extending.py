@@ -15,7 +15,7 @@ from gradio_client import Client
 from mmdemo import registry
 from mmdemo.testing.echo import EchoTask
 from mmdemo.ui import build_demo
-from mmdemo.ui.common import provenance_line, result_json, wire
+from mmdemo.ui.common import TabParts, provenance_line, result_json, wire
 from mmdemo.ui.tabs import TABS, register_tab, unregister_tab
 
 
@@ -23,12 +23,12 @@ def render(result: dict[str, Any] | None) -> tuple[str, str]:
     return (result["echo"], provenance_line(result)) if result else ("", "")
 
 
-def build_echo_tab(runtime) -> None:
+def build_echo_tab(runtime) -> TabParts:
     text = gr.Textbox(label="Text")
     run = gr.Button("Echo", variant="primary")
     shown, provenance = gr.Markdown(), gr.Markdown()
     result = result_json()
-    wire(runtime, "echo", run, {"text": text}, result, render, [shown, provenance], submit=[text])
+    return wire(runtime, "echo", run, {"text": text}, result, render, [shown, provenance], submit=[text])
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from mmdemo.backends import create_runtime
 from mmdemo.config import Settings
 from mmdemo.runtime import Runtime
 from mmdemo.ui import gradio_patches, models_panel
+from mmdemo.ui.common import TabParts
 from mmdemo.ui.tabs import TABS
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
     gradio_patches.install()
     with gr.Blocks(title="mmdemo: multimodal transformers demos", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(HEADER.format(models=WHERE_MODELS_RUN[runtime.settings.backend]), elem_id="mm-header")
+        parts: dict[str, TabParts] = {}  # task name -> its tab's components, for what links the tabs
         with gr.Tabs():
             for name in registry.names():
                 build_tab = TABS.get(name)
@@ -66,7 +68,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
                 task = registry.get(name)
                 with gr.Tab(task.title, id=name, elem_id=f"{name}-tab"):
                     gr.Markdown(task.description, elem_classes="mm-lead")
-                    build_tab(runtime)
+                    parts[name] = build_tab(runtime)
             with gr.Tab("Models", id="models", elem_id="models-tab") as models_tab:
                 report_fn, report, views = models_panel.build(runtime)
         models_tab.select(report_fn, outputs=report, api_visibility="private").then(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,16 @@ log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 IMAGE_HEIGHT = 200  # px: an image input, its examples and the Run button fit a 1280×800 laptop screen
+
+
+@dataclass
+class TabParts:
+    """A built tab's components that the rest of the page reads or fills (chaining between tabs, compare, flags)."""
+
+    task_name: str
+    inputs: dict[str, gr.components.Component]  # by the task's input names, as `wire` got them
+    result: gr.JSON  # the API's result of the last run
+    outputs: dict[str, gr.components.Component] = field(default_factory=dict)  # named views, e.g. "transcript"
 
 
 def asset(name: str) -> str:
@@ -162,11 +173,11 @@ def wire(
     render: Callable[[dict[str, Any] | None], Any],
     views: Sequence[gr.components.Component],
     submit: Sequence[gr.components.Component] = (),
-) -> None:
+) -> TabParts:
     """Connect a tab: Run (API `task_name`) returns the JSON result; a private step renders it into `views`.
 
     The API stays the plain result dict, while the page shows progress and results on the views; a failed run
-    clears them. `render(None)` must give the empty views.
+    clears them. `render(None)` must give the empty views. Returns the tab's parts (the builder returns them).
     """
     names = list(inputs)
     # Stable page ids, #<task>-<input> and #<task>-run, for the browser tests and the CSS.
@@ -187,3 +198,4 @@ def wire(
     event.success(render, inputs=result, outputs=list(views), api_visibility="private", queue=False)
     # A failed run leaves no stale result next to its error message.
     event.failure(lambda: (None, *render(None)), outputs=[result, *views], api_visibility="private", queue=False)
+    return TabParts(task_name, dict(inputs), result)

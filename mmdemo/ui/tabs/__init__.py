@@ -1,4 +1,5 @@
-"""The tab of each task: task name -> a function that builds the tab's components under `gr.Tab`.
+"""The tab of each task: task name -> a function that builds the tab's components under `gr.Tab` and returns its
+`TabParts` (what other tabs may read or fill).
 
 A new task's tab: one module here plus one `register_tab` line below. A registered task with no tab is served
 through the runtime (and the Ray backend) only.
@@ -13,8 +14,9 @@ from mmdemo.ui.tabs import captioning, sentiment, speech, vqa, zero_shot
 
 if TYPE_CHECKING:
     from mmdemo.runtime import Runtime
+    from mmdemo.ui.common import TabParts
 
-TabBuilder = Callable[["Runtime"], None]
+TabBuilder = Callable[["Runtime"], "TabParts"]
 TABS: dict[str, TabBuilder] = {}
 
 

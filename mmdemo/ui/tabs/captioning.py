@@ -9,6 +9,7 @@ import gradio as gr
 from mmdemo.runtime import Runtime
 from mmdemo.ui.common import (
     IMAGE_HEIGHT,
+    TabParts,
     asset,
     examples,
     image_input,
@@ -29,7 +30,7 @@ def render(result: dict[str, Any] | None) -> tuple[str, str]:
     return text or "(empty caption)", provenance_line(result)
 
 
-def build(runtime: Runtime) -> None:
+def build(runtime: Runtime) -> TabParts:
     with gr.Row(equal_height=False):
         with gr.Column():
             image = image_input(label="Image", height=IMAGE_HEIGHT)
@@ -59,4 +60,4 @@ def build(runtime: Runtime) -> None:
     inputs = {"image": image, "prefix": prefix, "model": model, "mode": mode, "num_beams": num_beams,
               "top_p": top_p, "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens,
               "num_captions": num_captions}
-    wire(runtime, "captioning", button, inputs, result, render, [captions, provenance], submit=[prefix])
+    return wire(runtime, "captioning", button, inputs, result, render, [captions, provenance], submit=[prefix])

@@ -12,6 +12,7 @@ from mmdemo.tasks.sentiment.fusion import CONFIDENCE_GATED, PRODUCT_OF_EXPERTS, 
 from mmdemo.tasks.sentiment.task import IMAGE_PROMPTS, LABELS, MODALITIES, VADER, VADER_NOTE
 from mmdemo.ui.common import (
     IMAGE_HEIGHT,
+    TabParts,
     asset,
     examples,
     image_input,
@@ -85,7 +86,7 @@ def text_model_dropdown(runtime: Runtime) -> gr.Dropdown:
                           extra=[(VADER, VADER_NOTE, True)])
 
 
-def build(runtime: Runtime) -> None:
+def build(runtime: Runtime) -> TabParts:
     with gr.Row(equal_height=False):
         with gr.Column():
             text = gr.Textbox(label="Text", lines=1, max_lines=4, placeholder="e.g. Best concert of my life!")
@@ -127,5 +128,5 @@ def build(runtime: Runtime) -> None:
         "text_model": text_model, "image_model": image_model, "speech_model": speech_model,
         **{f"{label}_prompts": box for label, box in prompts.items()},
     }
-    wire(runtime, "sentiment", button, inputs, result, render,
+    return wire(runtime, "sentiment", button, inputs, result, render,
          [fused, summary, table, chart, transcript, provenance], submit=[text])

@@ -12,7 +12,7 @@ import gradio as gr
 
 from mmdemo.runtime import Runtime
 from mmdemo.tasks.speech.task import TIMESTAMP_MODES, whisper_languages
-from mmdemo.ui.common import asset, examples, model_dropdown, provenance_line, result_json, wire
+from mmdemo.ui.common import TabParts, asset, examples, model_dropdown, provenance_line, result_json, wire
 
 EXAMPLES = ["jfk.flac", "LJ050-0131.wav", "librispeech_61-70968-0002.wav"]
 DOWNLOAD_ROOT = Path(tempfile.gettempdir()) / "mmdemo-transcripts"
@@ -60,7 +60,7 @@ def render(result: dict[str, Any] | None) -> tuple[str, list[list[Any]], list[st
     return result["text"] or "(no speech recognised)", rows, write_downloads(result), note
 
 
-def build(runtime: Runtime) -> None:
+def build(runtime: Runtime) -> TabParts:
     languages = [("Auto-detect", "auto")] + sorted(
         (name.title(), code) for code, name in whisper_languages().items())
     with gr.Row(equal_height=False):
@@ -87,4 +87,6 @@ def build(runtime: Runtime) -> None:
             provenance = gr.Markdown(elem_id="speech-provenance")
             result = result_json()
     inputs = {"audio": audio, "model": model, "language": language, "task": task, "timestamps": timestamps}
-    wire(runtime, "speech", button, inputs, result, render, [transcript, segments, files, provenance])
+    parts = wire(runtime, "speech", button, inputs, result, render, [transcript, segments, files, provenance])
+    parts.outputs["transcript"] = transcript
+    return parts

@@ -9,6 +9,7 @@ import gradio as gr
 from mmdemo.runtime import Runtime
 from mmdemo.ui.common import (
     IMAGE_HEIGHT,
+    TabParts,
     asset,
     examples,
     image_input,
@@ -33,7 +34,7 @@ def render(result: dict[str, Any] | None) -> tuple[Any, str]:
     return answer, provenance_line(result)
 
 
-def build(runtime: Runtime) -> None:
+def build(runtime: Runtime) -> TabParts:
     with gr.Row(equal_height=False):
         with gr.Column():
             image = image_input(label="Image", height=IMAGE_HEIGHT)
@@ -45,5 +46,5 @@ def build(runtime: Runtime) -> None:
             answer = gr.Label(label="Answer", num_top_classes=5, elem_id="vqa-answer")
             provenance = gr.Markdown(elem_id="vqa-provenance")
             result = result_json()
-    wire(runtime, "vqa", button, {"image": image, "question": question, "model": model}, result, render,
+    return wire(runtime, "vqa", button, {"image": image, "question": question, "model": model}, result, render,
          [answer, provenance], submit=[question])

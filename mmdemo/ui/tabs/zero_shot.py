@@ -10,6 +10,7 @@ from mmdemo.runtime import Runtime
 from mmdemo.tasks.zero_shot import DEFAULT_TEMPLATE
 from mmdemo.ui.common import (
     IMAGE_HEIGHT,
+    TabParts,
     asset,
     examples,
     image_input,
@@ -37,7 +38,7 @@ def render(result: dict[str, Any] | None) -> tuple[Any, str]:
     return scores, f"{provenance_line(result)}<br><small>{SCORING_NOTE[result['scoring']]}</small>"
 
 
-def build(runtime: Runtime) -> None:
+def build(runtime: Runtime) -> TabParts:
     with gr.Row(equal_height=False):
         with gr.Column():
             image = image_input(label="Image", height=IMAGE_HEIGHT)
@@ -56,4 +57,4 @@ def build(runtime: Runtime) -> None:
             provenance = gr.Markdown(elem_id="zero_shot-provenance")
             result = result_json()
     inputs = {"image": image, "labels": labels, "model": model, "template": template, "ensemble": ensemble}
-    wire(runtime, "zero_shot", button, inputs, result, render, [scores, provenance], submit=[labels])
+    return wire(runtime, "zero_shot", button, inputs, result, render, [scores, provenance], submit=[labels])
