@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Flags the tests make go to a throwaway store, never to the developer's $HF_HOME.
+os.environ.setdefault("MMDEMO_FLAG_DIR", tempfile.mkdtemp(prefix="mmdemo-test-flags-"))
 
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402

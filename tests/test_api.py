@@ -38,7 +38,8 @@ def client(url):
 
 def test_every_task_has_a_named_endpoint(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/vqa", "/captioning", "/zero_shot", "/speech", "/sentiment", "/models", "/preload", "/unload"}
+    assert names == {"/vqa", "/captioning", "/zero_shot", "/speech", "/sentiment", "/models", "/preload", "/unload",
+                     "/compare", "/flag", "/flags", "/flags_export"}
 
 
 def test_vqa_endpoint(client):

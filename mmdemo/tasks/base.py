@@ -20,7 +20,7 @@ from mmdemo.errors import InputError
 from mmdemo.media.pixels import reduce_for
 from mmdemo.models.loading import ModelBundle
 
-__all__ = ["InputError", "ModelSpec", "Task", "clean_text", "image_pixels", "stacked_pixels"]
+__all__ = ["Comparable", "InputError", "ModelSpec", "Task", "clean_text", "image_pixels", "stacked_pixels"]
 
 InputsT = TypeVar("InputsT")
 
@@ -40,6 +40,26 @@ class ModelSpec:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Comparable:
+    """What compare mode lines up across models for one result (see `Task.compare_view`).
+
+    text: the headline answer (an answer, a caption, the top label, a transcript).
+    ranking: the labels best first with their scores, for tasks that rank (empty otherwise).
+    words: whether `text` is free text, shown as a word diff against the first model's.
+    details: a few more plain-text lines for the column (segments, other captions, per-modality verdicts).
+    """
+
+    text: str
+    ranking: tuple[tuple[str, float], ...] = ()
+    words: bool = False
+    details: tuple[str, ...] = ()
+
+    @property
+    def top(self) -> tuple[str, ...]:
+        return tuple(label for label, _ in self.ranking)
+
+
 class Task(ABC, Generic[InputsT]):
     """One demo: subclasses declare the class attributes and implement validate, predict and format."""
 
@@ -51,6 +71,8 @@ class Task(ABC, Generic[InputsT]):
     # The Ray Serve deployment that runs this task's models (mmdemo.serving.families): tasks that share models share
     # one. None: a deployment of its own, named after the task, with the default options (serve_config.yaml).
     serve_family: ClassVar[str | None] = None
+    compare_input: ClassVar[str] = "model"  # the raw input that compare mode varies across models
+    extra_model_ids: ClassVar[tuple[str, ...]] = ()  # values of compare_input besides the curated ids (a lexicon)
 
     @property
     def default_model(self) -> ModelSpec:
@@ -108,6 +130,10 @@ class Task(ABC, Generic[InputsT]):
     @abstractmethod
     def format(self, output: Any, inputs: InputsT) -> dict[str, Any]:
         """Plain JSON-able result for the UI and the API."""
+
+    def compare_view(self, result: Mapping[str, Any]) -> Comparable | None:
+        """The headline of a formatted result for compare mode; None: the task has no compare mode."""
+        return None
 
     def gpu_seconds(self, inputs: InputsT) -> float:
         """A generous estimate of the GPU seconds one `predict` call needs, for ZeroGPU's scheduler.

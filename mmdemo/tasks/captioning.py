@@ -15,7 +15,15 @@ from mmdemo.config import Settings
 from mmdemo.errors import InputError
 from mmdemo.media import load_image
 from mmdemo.models.loading import ModelBundle
-from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text, image_pixels, stacked_pixels
+from mmdemo.tasks.base import (
+    GPU_SETUP_SECONDS,
+    Comparable,
+    ModelSpec,
+    Task,
+    clean_text,
+    image_pixels,
+    stacked_pixels,
+)
 
 DECODING_MODES = ("beam", "sample")
 # Sampling seeds torch's global generator; one sampling request at a time keeps seeds reproducible.
@@ -135,6 +143,9 @@ class CaptioningTask(Task[CaptionInputs]):
     def format(self, output: list[str], inputs: CaptionInputs) -> dict[str, Any]:
         return {"captions": output, "caption": output[0] if output else "", "prefix": inputs.prefix,
                 "decoding": inputs.options.mode}
+
+    def compare_view(self, result: Mapping[str, Any]) -> Comparable:
+        return Comparable(result["caption"], words=True, details=tuple(result["captions"][1:]))
 
     def gpu_seconds(self, inputs: CaptionInputs) -> float:
         """Image encoding plus max_new_tokens decoding steps of every beam or sample (see predict_batch)."""

@@ -16,7 +16,7 @@ from mmdemo.config import Settings
 from mmdemo.media import load_image
 from mmdemo.media.pixels import reduce_for
 from mmdemo.models.loading import ModelBundle
-from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text
+from mmdemo.tasks.base import GPU_SETUP_SECONDS, Comparable, ModelSpec, Task, clean_text
 
 TOP_K = 5
 MAX_ANSWER_TOKENS = 20
@@ -70,6 +70,10 @@ class VqaTask(Task[VqaInputs]):
             "answer": output[0][0],
             "answers": [{"answer": answer, "score": score} for answer, score in output],
         }
+
+    def compare_view(self, result: Mapping[str, Any]) -> Comparable:
+        scored = tuple((a["answer"], a["score"]) for a in result["answers"] if a["score"] is not None)
+        return Comparable(result["answer"], ranking=scored)
 
     def gpu_seconds(self, inputs: VqaInputs) -> float:
         return GPU_SETUP_SECONDS + GPU_SECONDS

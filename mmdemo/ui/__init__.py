@@ -8,9 +8,10 @@ import gradio as gr
 
 from mmdemo import collector, registry
 from mmdemo.backends import create_runtime
-from mmdemo.config import Settings
+from mmdemo.config import Settings, model_admin_enabled
+from mmdemo.flags import open_store
 from mmdemo.runtime import Runtime
-from mmdemo.ui import gradio_patches, models_panel
+from mmdemo.ui import api_only, gradio_patches, models_panel, review_tab
 from mmdemo.ui.common import TabParts
 from mmdemo.ui.tabs import TABS
 
@@ -59,7 +60,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
     with gr.Blocks(title="mmdemo: multimodal transformers demos", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(HEADER.format(models=WHERE_MODELS_RUN[runtime.settings.backend]), elem_id="mm-header")
         parts: dict[str, TabParts] = {}  # task name -> its tab's components, for what links the tabs
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             for name in registry.names():
                 build_tab = TABS.get(name)
                 if build_tab is None:
@@ -69,10 +70,15 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
                 with gr.Tab(task.title, id=name, elem_id=f"{name}-tab"):
                     gr.Markdown(task.description, elem_classes="mm-lead")
                     parts[name] = build_tab(runtime)
+            store = open_store(runtime.settings)
+            if store is not None and model_admin_enabled(runtime.settings):  # flags hold visitors' uploads
+                with gr.Tab("Review", id="review", elem_id="review-tab"):
+                    review_tab.build(store, parts, tabs)
             with gr.Tab("Models", id="models", elem_id="models-tab") as models_tab:
                 report_fn, report, views = models_panel.build(runtime)
         models_tab.select(report_fn, outputs=report, api_visibility="private").then(
             models_panel.render, inputs=report, outputs=views, api_visibility="private")
+        api_only.build(runtime, parts)
     demo.queue(default_concurrency_limit=runtime.settings.concurrency, max_size=runtime.settings.max_queue)
     return demo
 

@@ -13,9 +13,12 @@ import gradio as gr
 
 from mmdemo import registry
 from mmdemo.errors import InputError, VisitorError
+from mmdemo.flags import open_store
 from mmdemo.media import load_image
 from mmdemo.runtime import Runtime
 from mmdemo.tasks.base import Task
+from mmdemo.ui import compare_panel, flag_row
+from mmdemo.ui.compare_panel import ComparePanel
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,7 @@ class TabParts:
     inputs: dict[str, gr.components.Component]  # by the task's input names, as `wire` got them
     result: gr.JSON  # the API's result of the last run
     outputs: dict[str, gr.components.Component] = field(default_factory=dict)  # named views, e.g. "transcript"
+    compare: ComparePanel | None = None  # the compare section, for tasks with a compare view
 
 
 def asset(name: str) -> str:
@@ -198,4 +202,15 @@ def wire(
     event.success(render, inputs=result, outputs=list(views), api_visibility="private", queue=False)
     # A failed run leaves no stale result next to its error message.
     event.failure(lambda: (None, *render(None)), outputs=[result, *views], api_visibility="private", queue=False)
-    return TabParts(task_name, dict(inputs), result)
+    parts = TabParts(task_name, dict(inputs), result)
+    # Under the result: flags (where flagging is on) and, for tasks with a compare view, compare mode.
+    store = open_store(runtime.settings)
+    if store is not None:
+        flag_row.build(store, task_name, inputs, result)
+    if _has_compare_view(task_name):
+        parts.compare = compare_panel.build(runtime, task_name, dict(inputs), store)
+    return parts
+
+
+def _has_compare_view(task_name: str) -> bool:
+    return type(registry.get(task_name)).compare_view is not Task.compare_view

@@ -23,7 +23,7 @@ from mmdemo.config import Settings
 from mmdemo.errors import InputError, ModelUnavailableError
 from mmdemo.media import AudioClip, load_audio, load_image
 from mmdemo.models.loading import ModelBundle
-from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text
+from mmdemo.tasks.base import GPU_SETUP_SECONDS, Comparable, ModelSpec, Task, clean_text
 from mmdemo.tasks.sentiment import fusion
 from mmdemo.tasks.speech.task import SAMPLE_RATE, SpeechTask, transcribe_clip, transcription_gpu_seconds
 from mmdemo.tasks.zero_shot import GPU_SECONDS_PER_PROMPT, MAX_LABEL_CHARS, ZeroShotTask, score_labels
@@ -133,6 +133,8 @@ class SentimentTask(Task[SentimentInputs]):
     )
     architectures = frozenset({"RobertaForSequenceClassification", "DistilBertForSequenceClassification"}
                               | ZeroShotTask.architectures | SpeechTask.architectures)
+    compare_input = "text_model"  # compare mode compares the text models, VADER included
+    extra_model_ids = (VADER,)
 
     def validate(self, raw: Mapping[str, Any], settings: Settings) -> SentimentInputs:
         """Raw keys: text, image, audio (any non-empty combination), method, text_weight, image_weight,
@@ -245,6 +247,12 @@ class SentimentTask(Task[SentimentInputs]):
             "notes": notes,
             "image_prompts": {label: list(p) for label, p in inputs.prompts.items()} if "image" in probs else None,
         }
+
+    def compare_view(self, result: Mapping[str, Any]) -> Comparable:
+        ranking = tuple(sorted(result["probabilities"].items(), key=lambda item: -item[1]))
+        verdicts = tuple(f"{row['modality']}: {row['label']} ({max(row['probabilities'].values()):.2f})"
+                         for row in result["modalities"])
+        return Comparable(result["label"], ranking=ranking, details=verdicts)
 
     def gpu_seconds(self, inputs: SentimentInputs) -> float:
         """What each given modality costs: a text classifier pass, the image prompts, the transcription."""
