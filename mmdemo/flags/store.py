@@ -100,8 +100,10 @@ class FlagStore:
                 if path:
                     record["media"][name] = self._keep(Path(path))
             line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
-            fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.journal, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
+                if _ends_unfinished(fd):  # a line cut short by a crash: this record starts a line of its own
+                    line = b"\n" + line
                 if os.write(fd, line) != len(line):
                     raise OSError("short write")
             finally:
@@ -211,6 +213,11 @@ class FlagStore:
             raise InputError(f"A flag names a file outside the store ({str(reference.get('file'))[:60]!r}): "
                              "it was not exported")
         return path
+
+
+def _ends_unfinished(fd: int) -> bool:
+    size = os.fstat(fd).st_size
+    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
 
 
 def _text(value: Any, what: str) -> str:
