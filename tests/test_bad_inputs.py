@@ -17,6 +17,7 @@ import re
 import struct
 import threading
 import time
+import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -731,6 +732,157 @@ def _(tmp: Path) -> Case:
                 Refused(r"^Audio is silent"))
 
 
+# ---- compare and flags
+
+SIGLIP = "google/siglip-base-patch16-224"
+VQA_MODELS = ["dandelin/vilt-b32-finetuned-vqa", "Salesforce/blip-vqa-base", "Salesforce/blip-vqa-capfilt-large"]
+
+
+def compare_args(models: Any, options: Any = None, image: Path | None = CAT, task: str = "vqa") -> tuple:
+    options = {"question": "What is this?"} if options is None else options
+    return (task, models, options, handle_file(str(image)) if image else None, None)
+
+
+def flag_args(note: str = "", rating: str = "down", results: Any = None, best: str = "") -> tuple:
+    results = results if results is not None else {
+        "question": "What is this?", "answer": "cat", "answers": [{"answer": "cat", "score": 0.9}],
+        "provenance": {"models": {"model": VILT}, "ms": 3.0}}
+    return ("vqa", rating, note, "", best, results, {"question": "What is this?", "model": VILT}, handle_file(str(CAT)),
+            None)
+
+
+def flags_args(task: str = "", model: str = "", rating: str = "", since: str = "", until: str = "") -> tuple:
+    return (task, model, rating, since, until)
+
+
+NORMAL["/compare"] = lambda: compare_args([CLIP, SIGLIP], {"labels": LABELS}, task="zero_shot")
+NORMAL["/flag"] = lambda: flag_args("a normal note")
+NORMAL["/flags"] = lambda: flags_args("vqa")
+NORMAL["/flags_export"] = lambda: flags_args("vqa")
+
+
+def stored_note(note: str) -> Answered:
+    """The flag is stored with its note exactly as typed (the UI shows notes as text, never as HTML)."""
+
+    def check(result: dict[str, Any], runtime: Runtime) -> None:
+        from mmdemo.flags import open_store
+
+        record = open_store(runtime.settings).get(result["id"])
+        assert record["note"] == note and record["rating"] == "down"
+
+    return Answered(check)
+
+
+def checked_result(check: Callable[[dict[str, Any]], None]) -> Answered:
+    return Answered(lambda result, runtime: check(result))
+
+
+@case("compare with one model")
+def _(tmp: Path) -> Case:
+    return Case("/compare", compare_args([VILT]), Refused(r"^Pick at least 2 models to compare \(got 1\)$"))
+
+
+@case("compare with five models")
+def _(tmp: Path) -> Case:
+    return Case("/compare", compare_args([*VQA_MODELS, "a/b", "c/d"]), Refused(r"^Pick at most 4 models to compare"))
+
+
+@case("compare with the same model twice")
+def _(tmp: Path) -> Case:
+    return Case("/compare", compare_args([VILT, VILT]), Refused(r"is picked twice: pick different models"))
+
+
+@case("compare with an unknown model")
+def _(tmp: Path) -> Case:
+    return Case("/compare", compare_args([VILT, "evil/../../etc/passwd"]), Refused(r"^Unknown model 'evil/"))
+
+
+@case("compare with models that are not a list")
+def _(tmp: Path) -> Case:
+    return Case("/compare", compare_args({"a": 1}), Refused(r"^Models must be a list of 2 to 4 model ids$"))
+
+
+@case("compare of an unknown task")
+def _(tmp: Path) -> Case:
+    return Case("/compare", compare_args([VILT, CLIP], task="__import__('os')"), Refused(r"^Unknown task "))
+
+
+@case("compare with options that are a list")
+def _(tmp: Path) -> Case:
+    return Case("/compare", compare_args(VQA_MODELS[:2], ["question"]), Refused(r"^Options must be a JSON object"))
+
+
+@case("compare with an unknown option")
+def _(tmp: Path) -> Case:
+    return Case("/compare", compare_args(VQA_MODELS[:2], {"question": "q", "__class__": 1}),
+                Refused(r"^Unknown option '__class__' for vqa"))
+
+
+@case("compare with a damaged image")
+def _(tmp: Path) -> Case:
+    path = tmp / "cut.png"
+    buffer = io.BytesIO()
+    picture(300, 200).save(buffer, "PNG")
+    path.write_bytes(buffer.getvalue()[:200])
+    return Case("/compare", compare_args(VQA_MODELS[:2], image=path), Refused(r"damaged or incomplete"))
+
+
+@case("compare of every VQA model, two of them without scores")
+def _(tmp: Path) -> Case:
+    def check(result: dict[str, Any]) -> None:
+        assert [r["model"] for r in result["results"]] == VQA_MODELS
+        assert all(r["result"]["question"] == "What is this?" for r in result["results"])
+
+    return Case("/compare", compare_args(VQA_MODELS), checked_result(check))
+
+
+@case("flag with a 1 MB note")
+def _(tmp: Path) -> Case:
+    return Case("/flag", flag_args("x" * 1_000_000), Refused(r"^Note is 1000000 characters long; the limit is 2000"))
+
+
+@case("flag with HTML and script in its note")
+def _(tmp: Path) -> Case:
+    note = '<img src=x onerror="alert(1)"><script>fetch("/etc/passwd")</script>'
+    return Case("/flag", flag_args(note), stored_note(note))
+
+
+@case("flag with a forged result")
+def _(tmp: Path) -> Case:
+    return Case("/flag", flag_args(results=["not", "a", "result"]), Refused(r"^Results must be what /compare"))
+
+
+@case("flag with a made-up rating")
+def _(tmp: Path) -> Case:
+    return Case("/flag", flag_args(rating="5 stars"), Refused(r"^Rating must be one of up, down, got '5 stars'$"))
+
+
+@case("flag naming a best model that was not compared")
+def _(tmp: Path) -> Case:
+    return Case("/flag", flag_args(best="other/model"), Refused(r"^The best model 'other/model' is not one of"))
+
+
+@case("flags since a date that is not a date")
+def _(tmp: Path) -> Case:
+    return Case("/flags", flags_args(since="'; DROP TABLE flags; --"), Refused(r"^Since must be a date as YYYY-MM-DD"))
+
+
+@case("flags of a task named like a path")
+def _(tmp: Path) -> Case:
+    return Case("/flags", flags_args(task="../../etc/passwd"), checked_result(lambda r: r == {"flags": []}))
+
+
+@case("export of zero flags")
+def _(tmp: Path) -> Case:
+    return Case("/flags_export", flags_args(task="speech", since="2999-01-01"), Refused(r"^No flags to export"))
+
+
+@case("export asking for a path outside the store")
+def _(tmp: Path) -> Case:
+    return Case("/flags_export", flags_args(task="/etc/passwd", model="../../../../etc/shadow"),
+                Refused(r"^No flags to export"))
+
+
 # Inputs that would take hundreds of MB (or minutes) if decoded before their declared size is checked.
 MUST_STAY_SMALL = {
     "decompression bomb declaring 100000x100000": 0,
@@ -775,5 +927,10 @@ def test_bad_input(app, name, tmp_path):
         assert growth() < 60 * 1024**2, f"{name}: memory grew by {growth() / 1e6:.0f} MB"
         assert seconds < 10, f"{name} took {seconds:.1f} s: was it decoded before its size was checked?"
     # ...and the server still answers a normal request on the same endpoint.
+    if bad.api == "/flags_export":  # something to export
+        client.predict(*flag_args("flagged so that the next export has a row"), api_name="/flag")
     result = client.predict(*NORMAL[bad.api](), api_name=bad.api)
-    assert "provenance" in result
+    if bad.api == "/flags_export":
+        assert zipfile.is_zipfile(result)
+    else:  # a task's result, a compare, a stored flag, a list of flags
+        assert {"provenance", "results", "id", "flags"} & set(result)
