@@ -75,7 +75,8 @@ def build(store: FlagStore, parts: Mapping[str, TabParts], tabs: gr.Tabs) -> Non
         refresh = gr.Button("Show", variant="primary", elem_id="review-show")
     table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, max_height=320, elem_id="review-table",
                          label="Flags, newest first: click one to open it")
-    gallery = gr.Gallery(label="Flagged images", columns=10, height=110, allow_preview=False, elem_id="review-gallery")
+    gallery = gr.Gallery(label="Flagged images: click one to open its flag", columns=12, rows=1, height=130,
+                         object_fit="cover", allow_preview=False, elem_id="review-gallery")
     ids = gr.State([])
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
