@@ -71,49 +71,51 @@ def build(runtime: Runtime, parts: Mapping[str, TabParts]) -> None:
     store = open_store(runtime.settings)
     admin = model_admin_enabled(runtime.settings)
     with gr.Group(visible=False):
-        task = gr.Textbox(label="task")
-        models = gr.JSON(label="models")
-        options = gr.JSON(label="options")
-        image = image_input(label="image")
-        audio = gr.Audio(type="filepath", format=None, label="audio")
-        rating, note, correction, best = (gr.Textbox(label=n) for n in ("rating", "note", "correction", "best"))
-        results = gr.JSON(label="results")
-        model, since, until = (gr.Textbox(label=n) for n in ("model", "since", "until"))
+        task_box = gr.Textbox(label="task")
+        models_box = gr.JSON(label="models")
+        options_box = gr.JSON(label="options")
+        image_box = image_input(label="image")
+        audio_box = gr.Audio(type="filepath", format=None, label="audio")
+        rating_box, note_box, correction_box, best_box = (gr.Textbox(label=n) for n in
+                                                          ("rating", "note", "correction", "best"))
+        results_box = gr.JSON(label="results")
+        model_box, since_box, until_box = (gr.Textbox(label=n) for n in ("model", "since", "until"))
         out = gr.JSON()
         zipped = gr.File()
         trigger = gr.Button()  # never shown or clicked: the endpoints are called through the API only
 
+    # The handlers' argument names are the API's parameter names (the README's table lists them).
     @_visitor_errors
-    def compare_endpoint(task_name, models, options, image, audio, progress=gr.Progress()):
-        name, raw = request_raw(parts, task_name, options, image, audio)
+    def compare_endpoint(task, models, options, image, audio, progress=gr.Progress()):
+        name, raw = request_raw(parts, task, options, image, audio)
         return compare(runtime, name, raw, models or [], lambda message: progress(0, desc=message))
 
     @_visitor_errors
-    def flag(task_name, rating, note, correction, best, results, options, image, audio):
+    def flag(task, rating, note, correction, best, results, options, image, audio):
         if store is None:
             raise InputError(FLAGGING_OFF)
-        name, raw = request_raw(parts, task_name, options, image, audio)
+        name, raw = request_raw(parts, task, options, image, audio)
         mode, shown = _flagged(results)
         media = {key for key in ("image", "audio") if key in parts[name].inputs}
         record = save(store, name, mode, str(rating or "").strip(), note, correction, best or None, shown, raw, media)
         return {"id": record["id"], "time": record["time"]}
 
     @_visitor_errors
-    def flags(task_name, model, rating, since, until):
-        return {"flags": _listed(store, admin, task_name, model, rating, since, until)}
+    def flags(task, model, rating, since, until):
+        return {"flags": _listed(store, admin, task, model, rating, since, until)}
 
     @_visitor_errors
-    def flags_export(task_name, model, rating, since, until):
-        found = _listed(store, admin, task_name, model, rating, since, until)
+    def flags_export(task, model, rating, since, until):
+        found = _listed(store, admin, task, model, rating, since, until)
         EXPORT_ROOT.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(dir=EXPORT_ROOT))
         return str(export(store, found, folder / f"flags-{found[0]['task'] if found else 'none'}.zip"))
 
-    trigger.click(compare_endpoint, [task, models, options, image, audio], out, api_name="compare",
-                  concurrency_id="models", concurrency_limit=runtime.settings.concurrency)
-    trigger.click(flag, [task, rating, note, correction, best, results, options, image, audio], out,
-                  api_name="flag", concurrency_id="flags", concurrency_limit=4)
-    filters = [task, model, rating, since, until]
+    trigger.click(compare_endpoint, [task_box, models_box, options_box, image_box, audio_box], out,
+                  api_name="compare", concurrency_id="models", concurrency_limit=runtime.settings.concurrency)
+    trigger.click(flag, [task_box, rating_box, note_box, correction_box, best_box, results_box, options_box,
+                         image_box, audio_box], out, api_name="flag", concurrency_id="flags", concurrency_limit=4)
+    filters = [task_box, model_box, rating_box, since_box, until_box]
     trigger.click(flags, filters, out, api_name="flags", concurrency_id="flags", concurrency_limit=4)
     trigger.click(flags_export, filters, zipped, api_name="flags_export", concurrency_id="flags", concurrency_limit=4)
 
