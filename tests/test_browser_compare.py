@@ -148,7 +148,9 @@ def test_flag_review_export_and_rerun(page, flag_dir, tmp_path):
     page.locator("#review-show").click()
     expect(page.locator("#review-table")).to_contain_text("check this one")
     row = next(r for r in table_rows(page, "review-table") if "check this one" in " ".join(r))
-    assert row[1] == "vqa" and row[2] == "👎" and "vilt-b32-finetuned-vqa" in row[3]
+    assert row[2] == "vqa" and row[3] == "👎" and "vilt-b32-finetuned-vqa" in row[4]
+    assert row[6] == "<b>not</b> coffee? check this one"  # the note as typed: text, not HTML
+    expect(page.locator("#review-table img[src^='data:image/jpeg']").first).to_be_attached()  # its thumbnail
     page.locator("#review-table [role=gridcell]", has_text="check this one").first.click()
     expect(page.locator("#review-note textarea")).to_have_value("<b>not</b> coffee? check this one")  # as text
     screenshot(page, "review", full_page=True)

@@ -254,6 +254,16 @@ def test_every_tab_crosses_the_gpu_worker_boundary(zero_gpu, tiny_model_dir, tas
     assert [name for name, _ in zero_gpu.calls] == [f"predict_{task}"]
 
 
+def test_compare_makes_one_gpu_call_per_model(zero_gpu, tiny_model_dir):
+    from mmdemo.compare import compare
+
+    runtime = local_runtime(cpu_settings(tiny_model_dir))
+    out = compare(runtime, "vqa", {"image": CAT, "question": "What animal is this?"},
+                  ["Salesforce/blip-vqa-base", "dandelin/vilt-b32-finetuned-vqa"])
+    assert all("result" in entry for entry in out["results"])
+    assert [name for name, _ in zero_gpu.calls] == ["predict_vqa", "predict_vqa"]  # each within its own duration
+
+
 def test_visitor_errors_raised_in_predict_keep_their_message(zero_gpu, tiny_model_dir, monkeypatch):
     runtime = local_runtime(cpu_settings(tiny_model_dir))
 

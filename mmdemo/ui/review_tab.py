@@ -5,7 +5,9 @@ Media shown here are copies in a temporary folder (Gradio serves files from ther
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import Image, ImageOps
 
 from mmdemo import registry
 from mmdemo.compare import short_name
@@ -22,9 +25,12 @@ from mmdemo.flags.export import export
 from mmdemo.ui.common import TabParts
 
 VIEW_ROOT = Path(tempfile.gettempdir()) / "mmdemo-review"
-HEADERS = ["when (UTC)", "task", "rating", "models", "answer", "note", "id"]
+HEADERS = ["", "when (UTC)", "task", "rating", "models", "answer", "note", "id"]
+DATATYPES = ["html", "str", "str", "str", "str", "str", "str", "str"]  # the first: a thumbnail or a player mark
+THUMBNAIL_PX = 48
 MARKS = {"up": "👍", "down": "👎"}
 ALL = "all"
+MAX_ROWS = 500  # the newest; narrow the filters to see older ones
 
 
 def _viewable(store: FlagStore, reference: Mapping[str, Any]) -> str | None:
@@ -52,8 +58,26 @@ def _answer(record: Mapping[str, Any]) -> str:
     return text if len(text) <= 120 else text[:119] + "…"
 
 
-def rows(found: list[dict[str, Any]]) -> list[list[str]]:
-    return [[r["time"][:16].replace("T", " "), r["task"], MARKS.get(r["rating"], r["rating"]),
+def _thumbnail(store: FlagStore, record: Mapping[str, Any]) -> str:
+    """A small inline JPEG of the flag's image (no file to serve), 🔊 for a recording, else nothing."""
+    media = record.get("media", {})
+    if "image" in media:
+        try:
+            with Image.open(store.media_path(media["image"])) as image:
+                image.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))
+                small = ImageOps.exif_transpose(image).convert("RGB")
+                small.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+                buffer = io.BytesIO()
+                small.save(buffer, "JPEG", quality=70)
+            return f'<img src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}" alt="">'
+        except (VisitorError, OSError, ValueError):
+            return ""
+    return "🔊" if "audio" in media else ""
+
+
+def rows(store: FlagStore, found: list[dict[str, Any]]) -> list[list[str]]:
+    """The table's rows; every cell but the thumbnail is plain text (a note is never rendered as HTML)."""
+    return [[_thumbnail(store, r), r["time"][:16].replace("T", " "), r["task"], MARKS.get(r["rating"], r["rating"]),
              ", ".join(short_name(m) for m in r.get("models", [])), _answer(r), r.get("note", ""), r["id"]]
             for r in found]
 
@@ -73,10 +97,9 @@ def build(store: FlagStore, parts: Mapping[str, TabParts], tabs: gr.Tabs) -> Non
         since = gr.Textbox(label="Since (YYYY-MM-DD)", elem_id="review-since")
         until = gr.Textbox(label="Until (YYYY-MM-DD)", elem_id="review-until")
         refresh = gr.Button("Show", variant="primary", elem_id="review-show")
-    table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, max_height=320, elem_id="review-table",
-                         label="Flags, newest first: click one to open it")
-    gallery = gr.Gallery(label="Flagged images: click one to open its flag", columns=12, rows=1, height=130,
-                         object_fit="cover", allow_preview=False, elem_id="review-gallery")
+    table = gr.Dataframe(headers=HEADERS, datatype=DATATYPES, interactive=False, wrap=True, max_height=360,
+                         elem_id="review-table", label="Flags, newest first: click one to open it",
+                         column_widths=["64px", "120px", "100px", "80px", "16%", "14%", "22%", "16%"])
     ids = gr.State([])
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
@@ -92,7 +115,8 @@ def build(store: FlagStore, parts: Mapping[str, TabParts], tabs: gr.Tabs) -> Non
                                    elem_id="review-rerun-models")
         rerun = gr.Button("Open in compare mode", scale=1, elem_id="review-rerun")
         export_button = gr.Button("Export the selection (ZIP)", scale=1, elem_id="review-export")
-    exported = gr.File(label="Test set: manifest.csv and the media", interactive=False, elem_id="review-file")
+    exported = gr.File(label="Test set: manifest.csv and the media", interactive=False, height=90,
+                       elem_id="review-file")
 
     def show(task_name, model_id, rating_value, since_value, until_value):
         try:
@@ -101,13 +125,12 @@ def build(store: FlagStore, parts: Mapping[str, TabParts], tabs: gr.Tabs) -> Non
                                since=(since_value or "").strip() or None, until=(until_value or "").strip() or None)
         except VisitorError as e:
             raise gr.Error(str(e), print_exception=False) from e
-        thumbnails = [(path, f"{MARKS.get(r['rating'], '')} {_answer(r)[:40]}") for r in found[:60]
-                      if (path := _viewable(store, r.get("media", {}).get("image", {})))]
-        return rows(found), thumbnails, [r["id"] for r in found]
+        found = found[:MAX_ROWS]
+        return rows(store, found), [r["id"] for r in found]
 
     filters = [task, model, rating, since, until]
     for trigger in (refresh.click, since.submit, until.submit, model.submit):
-        trigger(show, filters, [table, gallery, ids], api_visibility="private")
+        trigger(show, filters, [table, ids], api_visibility="private")
 
     def open_flag(shown_ids: list[str], evt: gr.SelectData):
         index = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
@@ -125,7 +148,6 @@ def build(store: FlagStore, parts: Mapping[str, TabParts], tabs: gr.Tabs) -> Non
 
     opened_views = [opened, image, audio, note, details, flag_id, rerun_models]
     table.select(open_flag, ids, opened_views, api_visibility="private")
-    gallery.select(open_flag, ids, opened_views, api_visibility="private")
 
     def export_selection(shown_ids: list[str]):
         records = {r["id"]: r for r in store.records()}
