@@ -1,0 +1,267 @@
+"""The Evaluate tab: a whole test set (a ZIP, a folder, or a ready-made set) through 1-4 models, with per-item
+progress, a Cancel button that keeps the partial results, a sortable table worst first, and the downloads.
+
+The work is `mmdemo.evaluate.engine.evaluate`, the CLI's too; this module only maps it onto components.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from mmdemo import registry
+from mmdemo.errors import VisitorError
+from mmdemo.evaluate import engine, metrics, presets, report
+from mmdemo.evaluate.manifest import TASKS
+from mmdemo.runtime import Runtime
+from mmdemo.ui.common import result_json
+
+OUTPUT_MAX_AGE_SECONDS = 3600  # a run's downloads and media stay this long (Gradio's own cache keeps uploads as long)
+TABLE_THUMBNAIL_SIDE = 48  # px
+DEFAULT_TASK = "zero_shot"
+LEAD = ("Run a whole test set through 1 to 4 models: upload a ZIP or a folder of images or clips, with an optional "
+        "`manifest.csv` (its columns per task: docs/evaluate.md), or pick a ready-made set below. Every item runs on "
+        "each model; you get metrics, the worst items first, and a report.html to share.")
+
+# Cancel flags of the runs under way, by browser session: the Cancel button sets its session's flag.
+_CANCELS: dict[str, threading.Event] = {}
+_CANCELS_LOCK = threading.Lock()
+
+
+def model_choices(runtime: Runtime, task_name: str) -> tuple[list[tuple[str, str]], str]:
+    """(label, id) choices for the task's models (sentiment's text models and VADER) and the default: the first
+    one on this machine when the hub cannot be reached."""
+    task = registry.get(task_name)
+    choices = [(choice.spec.id, choice.available_offline) for choice in runtime.model_choices(task_name)]
+    choices += [(model_id, True) for model_id in task.extra_model_ids]
+    default = choices[0][0]
+    if not runtime.hub_reachable():
+        default = next((model_id for model_id, local in choices if local), default)
+    return [(model_id, model_id) for model_id, _ in choices], default
+
+
+def _output_folder() -> Path:
+    """A fresh folder for one run's downloads and media, in Gradio's upload folder; older runs' are removed."""
+    from gradio.utils import get_upload_folder
+
+    parent = Path(get_upload_folder()) / "mmdemo-evaluations"
+    parent.mkdir(parents=True, exist_ok=True)
+    for old in parent.iterdir():
+        if time.time() - old.stat().st_mtime > OUTPUT_MAX_AGE_SECONDS:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix="run-", dir=parent))
+
+
+def _thumbnail_markdown(path: str | None) -> str:
+    if not path:
+        return ""
+    try:
+        with Image.open(path) as image:
+            image.thumbnail((TABLE_THUMBNAIL_SIDE, TABLE_THUMBNAIL_SIDE))
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, "JPEG", quality=75)
+    except Exception:  # an unreadable image is that row's error already
+        return ""
+    return f"![](data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')})"
+
+
+NUMBER_COLUMNS = frozenset({"item", "wer", "cer", "substitutions", "deletions", "insertions", "words", "vqa_accuracy",
+                            "exact_match", "top1", "top5", "accuracy", "clip_score", "bleu"})
+
+
+def table(task: str, rows: list[dict[str, Any]]) -> tuple[list[str], list[str], list[list[Any]]]:
+    """The results table's header, column types and rows: a thumbnail (images), then the results files' columns;
+    worst rows first."""
+    names = [name for name in report.columns(task) if name not in ("ms", "batch_size")]
+    header = ["media"] + [report.SHOWN.get(name, (name,))[0] for name in names]
+    types = ["markdown"] + ["number" if name in NUMBER_COLUMNS else "str" for name in names]
+    body = []
+    for row in metrics.sort_worst_first(task, rows):
+        flat = report.flat_row(task, row)
+        media = row.get("media") or {}
+        shown = _thumbnail_markdown(media.get("image")) or ("🔊" if media.get("audio") else "")
+        cells = [round(v, 4) if isinstance(v, float) else ("" if v is None else v)
+                 for v in (flat[name] for name in names)]
+        body.append([shown, *cells])
+    return header, types, body
+
+
+def summary_markdown(data: dict[str, Any]) -> str:
+    header, rows = report.summary_table(data["per_model"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(f"`{row[0]}`" if i == 0 else cell for i, cell in enumerate(row)) + " |"
+              for row in rows]
+    comparison = data.get("comparison") or {}
+    for entry in comparison.get("differences", []):
+        lines.append(f"\n- {report.difference_line(entry)}")
+    if comparison:
+        lines.append(f"- Items where the models disagree: {len(comparison['disagreements'])}; "
+                     f"every model wrong: {len(comparison['all_wrong'])}")
+    if data.get("cancelled"):
+        lines.insert(0, "**Cancelled: partial results.**\n")
+    for note in data.get("notes", []):
+        lines.append(f"- {note}")
+    return "\n".join(lines)
+
+
+def build(runtime: Runtime) -> None:
+    """The Evaluate tab's components and events (API: /evaluate)."""
+    choices, default = model_choices(runtime, DEFAULT_TASK)
+    gr.Markdown(LEAD, elem_classes="mm-lead")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            task = gr.Dropdown([(registry.get(name).title, name) for name in TASKS], value=DEFAULT_TASK,
+                               label="Task", elem_id="evaluate-task")
+            preset = gr.Dropdown([("none: use the upload below", "")]
+                                 + [(f"{name}: {about}", name) for name, (_, about) in presets.PRESETS.items()],
+                                 value="", label="Ready-made set", elem_id="evaluate-preset")
+            archive = gr.File(label="Test set as a ZIP", file_types=[".zip"], elem_id="evaluate-archive", height=90)
+            folder = gr.File(label="…or a folder", file_count="directory", elem_id="evaluate-folder", height=90)
+            models = gr.Dropdown(choices, value=[default], multiselect=True, max_choices=engine.MAX_MODELS,
+                                 label=f"Models (1 to {engine.MAX_MODELS})", elem_id="evaluate-models",
+                                 allow_custom_value=True)  # the choices follow the task; the engine checks ids
+            labels = gr.Textbox(label="Candidate labels, for rows without a labels column (comma separated)",
+                                value="", placeholder="cat, dog, bird", elem_id="evaluate-labels", max_lines=3)
+            limit = gr.Number(label="Only the first N items (0: all)", precision=0, value=0, minimum=0,
+                              elem_id="evaluate-limit")
+            gr.Examples([[name, presets.preset_task(name)] for name in presets.PRESETS], inputs=[preset, task],
+                        label="Ready-made sets: click one, then Evaluate", elem_id="evaluate-examples",
+                        visible_columns=[0])
+            with gr.Row():
+                run_button = gr.Button("Evaluate", variant="primary", elem_id="evaluate-run")
+                cancel_button = gr.Button("Cancel", variant="stop", elem_id="evaluate-cancel")
+        with gr.Column(scale=2):
+            summary = gr.Markdown(elem_id="evaluate-summary")
+            charts = gr.HTML(elem_id="evaluate-charts")
+            results = gr.Dataframe(label="Results, worst first (click a column to sort, a row to open it)",
+                                   headers=["media", "item", "file", "model", "prediction"], interactive=False,
+                                   wrap=True, max_height=480, datatype="markdown",
+                                   elem_id="evaluate-results")
+            with gr.Row(visible=False) as detail:
+                detail_image = gr.Image(label="Item", height=200, interactive=False, elem_id="evaluate-item-image")
+                detail_audio = gr.Audio(label="Item", interactive=False, elem_id="evaluate-item-audio")
+                detail_json = gr.JSON(label="Row", elem_id="evaluate-item-row")
+            downloads = gr.File(label="Downloads: results.csv, results.jsonl, metrics.json, report.html",
+                                file_count="multiple", elem_id="evaluate-downloads", interactive=False)
+            result = result_json()
+    rows_state = gr.State([])
+
+    def on_task(task_name: str) -> tuple[Any, Any]:
+        task_choices, task_default = model_choices(runtime, task_name)
+        return (gr.update(choices=task_choices, value=[task_default]),
+                gr.update(visible=task_name == "zero_shot"))
+
+    task.change(on_task, inputs=task, outputs=[models, labels], api_visibility="private", queue=False)
+    preset.change(lambda name: gr.update(value=presets.preset_task(name)) if name else gr.update(), inputs=preset,
+                  outputs=task, api_visibility="private", queue=False)
+
+    def evaluate(task: str, preset: str | None, archive: str | None, folder: list[str] | None,
+                 models: list[str] | str | None, labels: str | None, limit: float | None,
+                 request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        """Evaluate a test set; the API result is metrics.json's content plus the rows."""
+        task_name, model_ids = task, models
+        try:
+            source = _source(preset, archive, folder)
+            if preset:
+                task_name = presets.preset_task(preset)
+            limit = int(limit) if limit not in (None, "", 0) else None
+            engine.check_request(runtime, task_name, model_ids)
+        except VisitorError as e:
+            raise gr.Error(str(e), print_exception=False) from e
+        key = getattr(request, "session_hash", None) or "api"
+        cancel = threading.Event()
+        with _CANCELS_LOCK:
+            _CANCELS[key] = cancel
+        out_dir = _output_folder()
+        progress(0, desc="Reading the test set…")
+        try:
+            run = engine.evaluate(
+                runtime, task_name, model_ids or [], source, out_dir=out_dir, cancel=cancel,
+                options=engine.EvalOptions(labels=labels or "", limit=limit, keep_media=True),
+                on_progress=lambda done, total, line: progress((done, total), desc=line, unit="rows"))
+        except VisitorError as e:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise gr.Error(str(e), print_exception=False) from e
+        except Exception as e:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise gr.Error(f"The evaluation failed unexpectedly ({type(e).__name__}); the error was logged",
+                           print_exception=True) from e
+        finally:
+            with _CANCELS_LOCK:
+                if _CANCELS.get(key) is cancel:
+                    del _CANCELS[key]
+        public_rows = [{k: v for k, v in row.items() if k != "media"} for row in run.rows]
+        return ({**run.metrics, "rows": public_rows}, [str(path) for path in run.files.values()], run.rows)
+
+    event = run_button.click(
+        evaluate, inputs=[task, preset, archive, folder, models, labels, limit],
+        outputs=[result, downloads, rows_state], api_name="evaluate", show_progress_on=[summary],
+        concurrency_id="evaluate", concurrency_limit=1)
+
+    def render(data: dict[str, Any] | None, rows: list[dict[str, Any]]) -> tuple[Any, ...]:
+        if not data:
+            return "", "", None, gr.update(visible=False)
+        header, types, body = table(data["task"], rows)
+        charts_html = "".join(
+            report.confusion_svg(s["confusion"]["labels"], s["confusion"]["matrix"], model)
+            for model, s in data["per_model"].items() if s.get("confusion"))
+        return (summary_markdown(data), charts_html, gr.update(value={"headers": header, "data": body}, datatype=types),
+                gr.update(visible=False))
+
+    event.success(render, inputs=[result, rows_state], outputs=[summary, charts, results, detail],
+                  api_visibility="private", queue=False)
+    event.failure(lambda: (None, None, [], "", "", None, gr.update(visible=False)),
+                  outputs=[result, downloads, rows_state, summary, charts, results, detail],
+                  api_visibility="private", queue=False)
+
+    def cancel_run(request: gr.Request) -> str:
+        """Stop this visitor's run after the items under way; its partial results are kept."""
+        with _CANCELS_LOCK:
+            flag = _CANCELS.get(getattr(request, "session_hash", None) or "api")
+        if flag is None:
+            return "Nothing to cancel"
+        flag.set()
+        return "Cancelling after the items under way…"
+
+    cancel_button.click(cancel_run, outputs=summary, api_visibility="private", queue=False)
+
+    def open_row(rows: list[dict[str, Any]], evt: gr.SelectData) -> tuple[Any, ...]:
+        """Show the clicked row's item (image or player) and its whole row, as compare mode would open it."""
+        values = evt.row_value or []
+        header_index = 1  # the table's "item" column follows the thumbnail
+        try:
+            item, model = int(values[header_index]), values[header_index + 2]
+        except (IndexError, TypeError, ValueError):
+            return gr.update(visible=False), None, None, None
+        row = next((r for r in rows if r["item"] == item and r["model"] == model), None)
+        if row is None:
+            return gr.update(visible=False), None, None, None
+        media = row.get("media") or {}
+        shown = {k: v for k, v in row.items() if k != "media"}
+        return (gr.update(visible=True), gr.update(value=media.get("image"), visible="image" in media),
+                gr.update(value=media.get("audio"), visible="audio" in media), shown)
+
+    results.select(open_row, inputs=rows_state, outputs=[detail, detail_image, detail_audio, detail_json],
+                   api_visibility="private", queue=False)
+
+
+def _source(preset_name: str | None, archive_path: str | None, folder_paths: list[str] | None) -> Any:
+    """What to evaluate: a ready-made set, else the ZIP, else the folder; one line when nothing was given."""
+    from mmdemo.errors import InputError
+
+    if preset_name:
+        return presets.preset_files(preset_name)
+    if archive_path:
+        return Path(archive_path)
+    if folder_paths:
+        return list(folder_paths)
+    raise InputError("No test set: upload a ZIP or a folder, or pick a ready-made set")
