@@ -172,3 +172,19 @@ def test_flag_review_export_and_rerun(page, flag_dir, tmp_path):
     expect(page.locator("#vqa-question textarea, #vqa-question input").first).to_have_value("What is in the cup?")
     columns = column_text(page, "vqa", 0) + column_text(page, "vqa", 1)
     assert "vilt-b32-finetuned-vqa" in columns and "blip-vqa-base" in columns
+
+
+def test_an_evaluation_row_opens_in_compare_mode(page):
+    open_tab(page, "Evaluate")
+    page.locator("#evaluate-examples").get_by_text("zero_shot: 6 labelled", exact=False).click()
+    choose_many(page, "evaluate-models", "google/siglip-base-patch16-224")
+    page.locator("#evaluate-run").click()
+    expect(page.locator("#evaluate-summary")).to_contain_text("siglip", timeout=RUN_TIMEOUT_MS)
+    page.locator("#evaluate-results [role=gridcell]").nth(2).click()  # a row's file cell
+    expect(page.locator("#evaluate-compare")).to_be_visible()
+    page.locator("#evaluate-compare").click()
+    # The zero-shot tab opens with the item's labels and both of the run's models compared.
+    expect(page.locator("#zero_shot-compare-summary")).to_contain_text("agree", timeout=RUN_TIMEOUT_MS)
+    columns = column_text(page, "zero_shot", 0) + column_text(page, "zero_shot", 1)
+    assert "clip-vit-base-patch32" in columns and "siglip-base-patch16-224" in columns
+    expect(page.locator("#zero_shot-labels textarea, #zero_shot-labels input").first).not_to_have_value("")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import html
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,3 +159,34 @@ def _column(task_name: str, out: dict[str, Any], entry: dict[str, Any]) -> list[
     details = "<br>".join(html.escape(line) for line in view.details)
     return [gr.Column(visible=True), header, text, gr.Label(value=scores, visible=bool(scores)), details]
 
+
+
+class Opener:
+    """Opens an item in a task tab's compare mode from elsewhere on the page (Review, Evaluate): switches to the tab,
+    fills its inputs, picks the models, opens the compare section and starts it (through its `rerun` token).
+
+    `outputs` are the components an event must list; `values(task, raw, models)` gives their new values.
+    """
+
+    def __init__(self, parts: Mapping[str, Any], tabs: gr.Tabs) -> None:
+        self.tasks = [name for name, part in parts.items() if part.compare is not None]
+        self.parts = parts
+        self.outputs: list[gr.components.Component] = [tabs]
+        for name in self.tasks:
+            compare_panel = parts[name].compare
+            self.outputs += [*parts[name].inputs.values(), compare_panel.models, compare_panel.accordion,
+                             compare_panel.rerun]
+        self._count = itertools.count()
+
+    def values(self, task_name: str, raw: Mapping[str, Any], models: Sequence[str]) -> list[Any]:
+        if task_name not in self.tasks:
+            raise gr.Error(f"{task_name} has no compare mode", print_exception=False)
+        values: list[Any] = [gr.Tabs(selected=task_name)]
+        for name in self.tasks:
+            inputs = self.parts[name].inputs
+            if name != task_name:
+                values += [gr.skip()] * (len(inputs) + 3)
+                continue
+            values += [raw.get(key, gr.skip()) for key in inputs]
+            values += [list(models), gr.Accordion(open=True), f"open-{next(self._count)}"]
+        return values

@@ -24,6 +24,7 @@ from mmdemo.evaluate import engine, metrics, presets, report
 from mmdemo.evaluate.manifest import TASKS
 from mmdemo.runtime import Runtime
 from mmdemo.ui.common import result_json
+from mmdemo.ui.compare_panel import Opener
 
 OUTPUT_MAX_AGE_SECONDS = 3600  # a run's downloads and media stay this long (Gradio's own cache keeps uploads as long)
 TABLE_THUMBNAIL_SIDE = 48  # px
@@ -113,8 +114,9 @@ def summary_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build(runtime: Runtime) -> None:
-    """The Evaluate tab's components and events (API: /evaluate)."""
+def build(runtime: Runtime, opener: Opener | None = None) -> None:
+    """The Evaluate tab's components and events (API: /evaluate); with an `opener`, a clicked row can open in its
+    task tab's compare mode, on the run's models."""
     choices, default = model_choices(runtime, DEFAULT_TASK)
     gr.Markdown(LEAD, elem_classes="mm-lead")
     with gr.Row(equal_height=False):
@@ -149,7 +151,10 @@ def build(runtime: Runtime) -> None:
             with gr.Row(visible=False) as detail:
                 detail_image = gr.Image(label="Item", height=200, interactive=False, elem_id="evaluate-item-image")
                 detail_audio = gr.Audio(label="Item", interactive=False, elem_id="evaluate-item-audio")
-                detail_json = gr.JSON(label="Row", elem_id="evaluate-item-row")
+                with gr.Column():
+                    detail_json = gr.JSON(label="Row", elem_id="evaluate-item-row")
+                    to_compare = gr.Button("Open in compare mode (this run's models)", visible=opener is not None,
+                                           elem_id="evaluate-compare")
             downloads = gr.File(label="Downloads: results.csv, results.jsonl, metrics.json, report.html",
                                 file_count="multiple", elem_id="evaluate-downloads", interactive=False)
             result = result_json()
@@ -252,6 +257,19 @@ def build(runtime: Runtime) -> None:
 
     results.select(open_row, inputs=rows_state, outputs=[detail, detail_image, detail_audio, detail_json],
                    api_visibility="private", queue=False)
+    if opener is None:
+        return
+
+    def open_in_compare(shown: dict[str, Any] | None, rows: list[dict[str, Any]], data: dict[str, Any] | None):
+        row = next((r for r in rows if shown and r["item"] == shown.get("item") and r["model"] == shown.get("model")),
+                   None)
+        if row is None or not data:
+            raise gr.Error("Click a result row first", print_exception=False)
+        task_name, raw, model = engine.compare_request(row, data["task"])
+        others = [m for m in data.get("models", []) if m != model]
+        return opener.values(task_name, raw, [model, *others][:4])
+
+    to_compare.click(open_in_compare, [detail_json, rows_state, result], opener.outputs, api_visibility="private")
 
 
 def _source(preset_name: str | None, archive_path: str | None, folder_paths: list[str] | None) -> Any:

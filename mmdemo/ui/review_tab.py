@@ -23,6 +23,7 @@ from mmdemo.errors import VisitorError
 from mmdemo.flags import FlagStore
 from mmdemo.flags.export import export
 from mmdemo.ui.common import TabParts
+from mmdemo.ui.compare_panel import Opener
 
 VIEW_ROOT = Path(tempfile.gettempdir()) / "mmdemo-review"
 HEADERS = ["", "when (UTC)", "task", "rating", "models", "answer", "note", "id"]
@@ -160,29 +161,16 @@ def build(store: FlagStore, parts: Mapping[str, TabParts], tabs: gr.Tabs) -> Non
 
     export_button.click(export_selection, ids, exported, api_visibility="private")
 
-    # Re-run: fill the flag's task tab (inputs, compare picker), switch to it, open compare; its compare starts
-    # from the change of that tab's rerun token.
-    targets: list[gr.components.Component] = [tabs]
-    for name in tasks:
-        compare = parts[name].compare
-        targets += [*parts[name].inputs.values(), compare.models, compare.accordion, compare.rerun]
+    # Re-run: the flag's task tab opens in compare mode on its inputs.
+    opener = Opener(parts, tabs)
 
     def rerun_flag(chosen_id: str | None, models: list[str] | None):
         if not chosen_id:
             raise gr.Error("Open a flag first (click a row)", print_exception=False)
         record = store.get(chosen_id)
-        values: list[Any] = [gr.Tabs(selected=record["task"])]
-        for name in tasks:
-            part = parts[name]
-            if name != record["task"]:
-                values += [gr.skip()] * (len(part.inputs) + 3)
-                continue
-            given = dict(record.get("inputs", {}))
-            for key, reference in record.get("media", {}).items():
-                given[key] = _viewable(store, reference)
-            values += [given.get(key, gr.skip()) for key in part.inputs]
-            values += [list(models or []), gr.Accordion(open=True), f"{chosen_id}:{len(models or [])}:{id(models)}"]
-        return values
+        given = dict(record.get("inputs", {}))
+        for key, reference in record.get("media", {}).items():
+            given[key] = _viewable(store, reference)
+        return opener.values(record["task"], given, models or [])
 
-    rerun.click(rerun_flag, [flag_id, rerun_models], targets, api_visibility="private")
-
+    rerun.click(rerun_flag, [flag_id, rerun_models], opener.outputs, api_visibility="private")
