@@ -40,7 +40,7 @@ def client(url):
 def test_every_task_has_a_named_endpoint(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert names == {"/vqa", "/captioning", "/zero_shot", "/speech", "/sentiment", "/models", "/preload", "/unload",
-                     "/compare", "/flag", "/flags", "/flags_export"}
+                     "/compare", "/flag", "/flags", "/flags_export", "/evaluate"}
 
 
 def test_vqa_endpoint(client):
@@ -258,7 +258,7 @@ def test_readme_documents_every_endpoint_with_its_real_parameters(client):
 
 def test_readme_calls_run_and_return_the_documented_keys(url, monkeypatch):
     code = readme_api_section().split("```python\n", 1)[1].split("```", 1)[0]
-    calls = dict(re.findall(r"(\w+) = client\.predict\(.*?api_name=\"(/\w+)\"\)", code, flags=re.DOTALL))
+    calls = dict(re.findall(r"(\w+)(?:, \w+)? = client\.predict\(.*?api_name=\"(/\w+)\"\)", code, flags=re.DOTALL))
     assert set(calls.values()) == set(readme_table()), "the example should call every endpoint"
     monkeypatch.chdir(REPO)  # the example's paths are relative to the repository
     namespace: dict = {}
@@ -267,6 +267,8 @@ def test_readme_calls_run_and_return_the_documented_keys(url, monkeypatch):
         if endpoint == "/flags_export":  # a file
             assert zipfile.is_zipfile(namespace[variable]), endpoint
             continue
+        if endpoint == "/evaluate":  # the metrics, then the files
+            assert {Path(f).name for f in namespace["files"]} >= {"metrics.json", "report.html"}
         always, maybe = documented_keys(endpoint)
         assert always <= set(namespace[variable]) <= always | maybe, endpoint
     assert set(namespace["speech"]) >= {"words"}  # the example asks for word timestamps
