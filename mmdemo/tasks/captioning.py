@@ -13,6 +13,7 @@ from PIL import Image
 
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
+from mmdemo.explain.grads import explain_flag
 from mmdemo.media import load_image
 from mmdemo.models.loading import ModelBundle
 from mmdemo.tasks.base import (
@@ -31,6 +32,9 @@ _SAMPLING_LOCK = threading.Lock()
 # GPU time per new token of one beam or sample: a few times what BLIP large takes on a whole H200, since a ZeroGPU
 # slice is slower (`python -m benchmarks.gpu_seconds`; docs/spaces.md).
 GPU_SECONDS_PER_TOKEN = 0.01
+EXPLAIN_GPU_SECONDS = 3.0  # the explain pass: the caption's decoder again, one row per word, with a backward pass
+# The captioners whose maps the explain pass computes (mmdemo.explain.gradcam); others answer with a note.
+EXPLAINED_ARCHITECTURES = ("BlipForConditionalGeneration", "GitForCausalLM")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class CaptionInputs:
     image: Image.Image
     prefix: str
     options: CaptionOptions
+    explain: bool = False  # also compute one map per word of the first caption
     pixel_values: np.ndarray | None = field(default=None, compare=False, repr=False)  # set by preprocess
 
 
@@ -97,9 +102,10 @@ class CaptioningTask(Task[CaptionInputs]):
             image=load_image(raw.get("image"), max_pixels=settings.max_image_pixels),
             prefix=clean_text(raw.get("prefix"), what="Prefix", max_chars=200, required=False),
             options=options,
+            explain=explain_flag(raw.get("explain")),
         )
 
-    def predict(self, bundles: Mapping[str, ModelBundle], inputs: CaptionInputs) -> list[str]:
+    def predict(self, bundles: Mapping[str, ModelBundle], inputs: CaptionInputs) -> list[str] | dict[str, Any]:
         return self.predict_batch(bundles, [inputs])[0]
 
     def preprocess(self, bundles: Mapping[str, ModelBundle], inputs: CaptionInputs) -> CaptionInputs:
@@ -108,14 +114,16 @@ class CaptioningTask(Task[CaptionInputs]):
 
     def batch_key(self, inputs: CaptionInputs) -> Hashable | None:
         """Beam-search requests with the same model, prefix and options share one generate() call."""
-        if inputs.options.mode != "beam":
-            return None  # a seeded sample must not depend on who else asked at the same time
+        if inputs.options.mode != "beam" or inputs.explain:
+            return None  # a seeded sample must not depend on who else asked at the same time; explain runs alone
         return (inputs.model, inputs.prefix, inputs.options)
 
     def predict_batch(self, bundles: Mapping[str, ModelBundle], batch: Sequence[CaptionInputs]) -> list[list[str]]:
         from mmdemo.models.generation import cache_kwargs  # imports transformers: not at start-up
 
         bundle = bundles["model"]
+        if len(batch) == 1 and batch[0].explain:
+            return [explained_captions(self, bundle, batch[0])]
         options = batch[0].options  # equal within a batch (batch_key)
         model_inputs = _model_inputs(bundle, stacked_pixels(bundle, batch), batch[0].prefix)
         wanted = options.num_captions
@@ -140,9 +148,14 @@ class CaptioningTask(Task[CaptionInputs]):
         # generate() returns each image's sequences together, best first.
         return [_distinct(texts[i * per_image:(i + 1) * per_image])[:wanted] for i in range(len(batch))]
 
-    def format(self, output: list[str], inputs: CaptionInputs) -> dict[str, Any]:
-        return {"captions": output, "caption": output[0] if output else "", "prefix": inputs.prefix,
-                "decoding": inputs.options.mode}
+    def format(self, output: list[str] | dict[str, Any], inputs: CaptionInputs) -> dict[str, Any]:
+        explanation = output.get("explanation") if isinstance(output, dict) else None
+        captions = output["captions"] if isinstance(output, dict) else output
+        result = {"captions": captions, "caption": captions[0] if captions else "", "prefix": inputs.prefix,
+                  "decoding": inputs.options.mode}
+        if explanation is not None:
+            result["explanation"] = explanation
+        return result
 
     def compare_view(self, result: Mapping[str, Any]) -> Comparable:
         return Comparable(result["caption"], words=True, details=tuple(result["captions"][1:]))
@@ -154,7 +167,8 @@ class CaptioningTask(Task[CaptionInputs]):
             sequences = max(options.num_beams, options.num_captions)
         else:
             sequences = min(2 * options.num_captions, 10)
-        return GPU_SETUP_SECONDS + 2.0 + GPU_SECONDS_PER_TOKEN * options.max_new_tokens * sequences
+        explain = EXPLAIN_GPU_SECONDS if inputs.explain else 0.0
+        return GPU_SETUP_SECONDS + 2.0 + GPU_SECONDS_PER_TOKEN * options.max_new_tokens * sequences + explain
 
 
 def _model_inputs(bundle: ModelBundle, pixel_values: torch.Tensor, prefix: str) -> dict[str, Any]:
@@ -185,3 +199,26 @@ def _distinct(texts: list[str]) -> list[str]:
             seen.add(key)
             kept.append(text)
     return kept
+
+
+def explained_captions(task: CaptioningTask, bundle: ModelBundle, inputs: CaptionInputs) -> dict[str, Any]:
+    """The captions as `predict_batch` gives them, plus one map per word of the first (mmdemo.explain.gradcam)."""
+    from mmdemo.explain import gradcam
+    from mmdemo.explain.grads import NO_MAPS
+
+    plain = replace(inputs, explain=False)
+    if bundle.architecture not in EXPLAINED_ARCHITECTURES:
+        captions = task.predict_batch({"model": bundle}, [plain])[0]
+        note = NO_MAPS.format(architecture=bundle.architecture) + "; pick a BLIP or GIT model"
+        return {"captions": captions, "explanation": {"method": None, "note": note, "maps": []}}
+    if bundle.architecture == "GitForCausalLM":
+        captions = task.predict_batch({"model": bundle}, [plain])[0]
+        source = stacked_pixels(bundle, [inputs])
+    else:
+        capture = gradcam.capture_image_embeds(bundle.model.text_decoder)
+        with capture.during():
+            captions = task.predict_batch({"model": bundle}, [plain])[0]
+        source = capture.value
+    maps = gradcam.caption_maps(bundle, source, captions[0]) if captions else []
+    note = "GradCAM of each word's probability on the decoder's attention to the image (first caption)"
+    return {"captions": captions, "explanation": {"method": "gradcam", "note": note, "maps": maps}}

@@ -17,9 +17,10 @@ from PIL import Image
 
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
+from mmdemo.explain.grads import explain_flag
 from mmdemo.media import load_image
 from mmdemo.models.loading import ModelBundle
-from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, image_pixels, stacked_pixels
+from mmdemo.tasks.base import GPU_SETUP_SECONDS, Comparable, ModelSpec, Task, image_pixels, stacked_pixels
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 # A small prompt ensemble in the spirit of CLIP's ImageNet templates.
@@ -37,6 +38,9 @@ MIN_LABELS = 2
 MAX_LABEL_CHARS = 100
 # GPU time per label x template, a first call's on CLIP L/14 (`python -m benchmarks.gpu_seconds`).
 GPU_SECONDS_PER_PROMPT = 0.01
+# Explain: the top labels that get a relevance map, and the GPU time their partial pass adds (a generous bound).
+EXPLAINED_LABELS = 3
+EXPLAIN_GPU_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class ZeroShotInputs:
     image: Image.Image
     labels: tuple[str, ...]
     templates: tuple[str, ...]
+    explain: bool = False  # also compute relevance maps for the top labels (EXPLAINED_LABELS)
     pixel_values: np.ndarray | None = field(default=None, compare=False, repr=False)  # set by preprocess
 
 
@@ -96,6 +101,7 @@ class ZeroShotTask(Task[ZeroShotInputs]):
             image=load_image(raw.get("image"), max_pixels=settings.max_image_pixels),
             labels=parse_labels(raw.get("labels"), max_labels=settings.max_labels),
             templates=templates,
+            explain=explain_flag(raw.get("explain")),
         )
 
     def predict(self, bundles: Mapping[str, ModelBundle], inputs: ZeroShotInputs) -> dict[str, Any]:
@@ -105,13 +111,16 @@ class ZeroShotTask(Task[ZeroShotInputs]):
         """The image's pixel values, made in the request's own thread (see Task.preprocess)."""
         return replace(inputs, pixel_values=image_pixels(bundles["model"], [inputs.image]))
 
-    def batch_key(self, inputs: ZeroShotInputs) -> Hashable:
-        """Requests for the same model and templates share the image and text towers' passes."""
-        return (inputs.model, inputs.templates)
+    def batch_key(self, inputs: ZeroShotInputs) -> Hashable | None:
+        """Requests for the same model and templates share the image and text towers' passes; an explained one runs
+        alone (its partial pass is its own)."""
+        return None if inputs.explain else (inputs.model, inputs.templates)
 
     def predict_batch(self, bundles: Mapping[str, ModelBundle],
                       batch: Sequence[ZeroShotInputs]) -> list[dict[str, Any]]:
         bundle = bundles["model"]
+        if len(batch) == 1 and batch[0].explain:
+            return [explained_prediction(bundle, batch[0])]
         labels = list(dict.fromkeys(label for inputs in batch for label in inputs.labels))  # union, in order
         column = {label: i for i, label in enumerate(labels)}
         logits = label_logits(bundle, stacked_pixels(bundle, batch), labels, batch[0].templates)
@@ -123,15 +132,23 @@ class ZeroShotTask(Task[ZeroShotInputs]):
 
     def format(self, output: dict[str, Any], inputs: ZeroShotInputs) -> dict[str, Any]:
         ranked = sorted(zip(inputs.labels, output["scores"]), key=lambda pair: -pair[1])
-        return {
+        result = {
             "labels": [{"label": label, "score": score} for label, score in ranked],
             "scoring": "sigmoid" if output["sigmoid"] else "softmax",
             "templates": list(inputs.templates),
         }
+        if "explanation" in output:
+            result["explanation"] = output["explanation"]
+        return result
+
+    def compare_view(self, result: Mapping[str, Any]) -> Comparable:
+        ranking = tuple((row["label"], row["score"]) for row in result["labels"])
+        return Comparable(ranking[0][0], ranking=ranking)
 
     def gpu_seconds(self, inputs: ZeroShotInputs) -> float:
         """One image, and one text-encoder row for each label and template."""
-        return GPU_SETUP_SECONDS + 2.0 + GPU_SECONDS_PER_PROMPT * len(inputs.labels) * len(inputs.templates)
+        explain = EXPLAIN_GPU_SECONDS if inputs.explain else 0.0
+        return GPU_SETUP_SECONDS + 2.0 + GPU_SECONDS_PER_PROMPT * len(inputs.labels) * len(inputs.templates) + explain
 
 
 def is_sigmoid(bundle: ModelBundle) -> bool:
@@ -142,9 +159,7 @@ def label_logits(bundle: ModelBundle, pixel_values: torch.Tensor, labels: Sequen
                  templates: Sequence[str]) -> torch.Tensor:
     """Image-label logits (images × labels): each label's text embedding is averaged over the templates."""
     model = bundle.model
-    text_embeds = prompt_embeddings(bundle, [template.format(label) for label in labels for template in templates])
-    text_embeds = text_embeds.view(len(labels), len(templates), -1).mean(dim=1)
-    text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
+    text_embeds = label_embeddings(bundle, labels, templates)
     pixels = bundle.prepare({"pixel_values": pixel_values})
     image_embeds = model.get_image_features(**pixels).pooler_output.float()
     image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
@@ -152,6 +167,13 @@ def label_logits(bundle: ModelBundle, pixel_values: torch.Tensor, labels: Sequen
     if is_sigmoid(bundle):
         logits = logits + model.logit_bias.float()
     return logits.cpu()
+
+
+def label_embeddings(bundle: ModelBundle, labels: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """Unit text embeddings (labels x dim), each label's averaged over the templates."""
+    text_embeds = prompt_embeddings(bundle, [template.format(label) for label in labels for template in templates])
+    text_embeds = text_embeds.view(len(labels), len(templates), -1).mean(dim=1)
+    return text_embeds / text_embeds.norm(dim=-1, keepdim=True)
 
 
 def prompt_embeddings(bundle: ModelBundle, prompts: Sequence[str]) -> torch.Tensor:
@@ -183,3 +205,23 @@ def score_labels(bundle: ModelBundle, image: Image.Image, labels: tuple[str, ...
     """Scores for `labels` on one image, aligned with `labels` (used by the sentiment task too)."""
     pixels = torch.from_numpy(image_pixels(bundle, [image]))
     return logits_to_scores(bundle, label_logits(bundle, pixels, labels, templates)[0])
+
+
+def explained_prediction(bundle: ModelBundle, inputs: ZeroShotInputs) -> dict[str, Any]:
+    """The plain prediction, plus a relevance map for each of the top EXPLAINED_LABELS labels (mmdemo.explain)."""
+    from mmdemo.explain import relevance
+
+    capture = relevance.capture_for_zero_shot(bundle)
+    with capture.during():
+        logits = label_logits(bundle, stacked_pixels(bundle, [inputs]), inputs.labels, inputs.templates)[0]
+    scores = logits_to_scores(bundle, logits)
+    top = scores.argsort(descending=True)[:EXPLAINED_LABELS].tolist()
+    text = label_embeddings(bundle, [inputs.labels[i] for i in top], inputs.templates)
+    maps, _ = relevance.zero_shot_maps(bundle, capture.value, text)
+    note = "Relevance (Chefer et al. 2021) of each image patch to the label's logit"
+    if len(inputs.labels) > EXPLAINED_LABELS:
+        note += f"; only the top {EXPLAINED_LABELS} of {len(inputs.labels)} labels are explained"
+    return {"scores": scores.tolist(), "sigmoid": is_sigmoid(bundle),
+            "explanation": {"method": "chefer-relevance", "note": note,
+                            "maps": [{"label": inputs.labels[i], "score": float(scores[i]), "grid": grid}
+                                     for i, grid in zip(top, maps, strict=True)]}}

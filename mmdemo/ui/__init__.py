@@ -11,8 +11,9 @@ from mmdemo.backends import create_runtime
 from mmdemo.config import Settings, model_admin_enabled
 from mmdemo.flags import open_store
 from mmdemo.runtime import Runtime
-from mmdemo.ui import api_only, gradio_patches, models_panel, review_tab
+from mmdemo.ui import api_only, chaining, evaluate_tab, gradio_patches, models_panel, review_tab
 from mmdemo.ui.common import TabParts
+from mmdemo.ui.compare_panel import Opener
 from mmdemo.ui.tabs import TABS
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ CSS = """
 [id$="-examples"] table td { padding: 1px 8px !important; text-align: left !important; }
 [id$="-examples"] table .container.table,
 [id$="-examples"] table img { width: 32px !important; height: 32px !important; }
+/* compare mode's answers wrap between words, not inside them */
+[id*="-compare-col"] [data-testid="highlighted-text"] .text { word-break: normal !important; }
 /* an empty audio input as tall as an image input */
 [id$="-audio"] button.upload-container { height: 140px !important; min-height: 0 !important; }
 /* narrow side margins on a phone; not inside @media: Gradio scopes rules there to the content, below .main */
@@ -70,6 +73,9 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
                 with gr.Tab(task.title, id=name, elem_id=f"{name}-tab"):
                     gr.Markdown(task.description, elem_classes="mm-lead")
                     parts[name] = build_tab(runtime)
+            chaining.link(parts, tabs)  # buttons that carry an image, a transcript, a caption between the tabs
+            with gr.Tab("Evaluate", id="evaluate", elem_id="evaluate-tab"):
+                evaluate_tab.build(runtime, Opener(parts, tabs))
             store = open_store(runtime.settings)
             if store is not None and model_admin_enabled(runtime.settings):  # flags hold visitors' uploads
                 with gr.Tab("Review", id="review", elem_id="review-tab"):

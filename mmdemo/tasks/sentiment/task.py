@@ -21,6 +21,7 @@ from PIL import Image
 
 from mmdemo.config import Settings
 from mmdemo.errors import InputError, ModelUnavailableError
+from mmdemo.explain.grads import explain_flag
 from mmdemo.media import AudioClip, load_audio, load_image
 from mmdemo.models.loading import ModelBundle
 from mmdemo.tasks.base import GPU_SETUP_SECONDS, Comparable, ModelSpec, Task, clean_text
@@ -113,6 +114,7 @@ class SentimentInputs:
     image_model: ModelSpec
     speech_model: ModelSpec
     prompts: Mapping[str, tuple[str, ...]]  # class -> image prompts
+    explain: bool = False  # also score each word of the text (mmdemo.explain.attributions)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -163,6 +165,7 @@ class SentimentTask(Task[SentimentInputs]):
             image_model=_ZERO_SHOT.model_spec(raw.get("image_model"), allow_custom=custom),
             speech_model=_SPEECH.model_spec(raw.get("speech_model"), allow_custom=custom),
             prompts={label: parse_prompts(raw.get(f"{label}_prompts"), label) for label in LABELS},
+            explain=explain_flag(raw.get("explain")),
         )
         prompt_count = sum(len(p) for p in inputs.prompts.values())
         if inputs.image is not None and prompt_count > settings.max_labels:
@@ -205,6 +208,7 @@ class SentimentTask(Task[SentimentInputs]):
             "contributions": fusion.contributions(fused, probs),
             "transcript": transcript,
             "sst2": text_bundle is not None and _is_two_class(text_bundle),
+            "explanation": explain_text(text_bundle, inputs.text, probs.get("text")) if inputs.explain else None,
         }
 
     def format(self, output: dict[str, Any], inputs: SentimentInputs) -> dict[str, Any]:
@@ -246,6 +250,7 @@ class SentimentTask(Task[SentimentInputs]):
             "text_backend": text_backend if reads_text else None,
             "notes": notes,
             "image_prompts": {label: list(p) for label, p in inputs.prompts.items()} if "image" in probs else None,
+            **({"explanation": output["explanation"]} if output.get("explanation") else {}),
         }
 
     def compare_view(self, result: Mapping[str, Any]) -> Comparable:
@@ -261,6 +266,8 @@ class SentimentTask(Task[SentimentInputs]):
             seconds += 2.0 + GPU_SECONDS_PER_PROMPT * sum(len(p) for p in inputs.prompts.values())
         if inputs.audio is not None:
             seconds += transcription_gpu_seconds(inputs.audio.duration)
+        if inputs.explain:
+            seconds += 2.0  # the text again, once without each word, in one batch
         return seconds
 
 
@@ -359,6 +366,33 @@ def classify_text(bundle: ModelBundle | None, text: str) -> tuple[float, float, 
     if len(order) == 2:
         return sst2_to_three(probs[order[0]], probs[order[1]])
     return tuple(probs[i] for i in order)  # type: ignore[return-value]
+
+
+def explain_text(bundle: ModelBundle | None, text: str | None, probs: Sequence[float] | None = None
+                 ) -> dict[str, Any] | None:
+    """Each word's part in the text's verdict: occlusion for a classifier, VADER's lexicon scores for VADER; None
+    without a text (an image or a recording alone: nothing to attribute to words)."""
+    from mmdemo.explain import attributions
+
+    if text is None:
+        return None
+    if bundle is None:
+        words, note = attributions.vader_words(text, vader_analyzer().lexicon)
+        return {"method": "vader-lexicon", "note": note, "words": words}
+    label = fusion.argmax(probs if probs is not None else classify_text(bundle, text))
+    order = _three_class_order(bundle.model.config.id2label)
+
+    def to_three(p: list[float]) -> tuple[float, float, float]:
+        if len(order) == 2:
+            return sst2_to_three(p[order[0]], p[order[1]])
+        return tuple(p[i] for i in order)  # type: ignore[return-value]
+
+    tokenizer = bundle.processor
+    max_length = min(TEXT_MAX_TOKENS, getattr(tokenizer, "model_max_length", TEXT_MAX_TOKENS))
+    classify = attributions.batch_classifier(bundle.model, tokenizer, bundle.prepare, max_length, to_three)
+    words, note = attributions.occlusion(text, classify, label)
+    return {"method": "occlusion", "note": f"{note} (the verdict: {LABELS[label]})", "words": words,
+            "label": LABELS[label]}
 
 
 # ---------------------------------------------------------------- image

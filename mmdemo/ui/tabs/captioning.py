@@ -6,6 +6,7 @@ from typing import Any
 
 import gradio as gr
 
+from mmdemo.explain import overlay
 from mmdemo.runtime import Runtime
 from mmdemo.ui.common import (
     IMAGE_HEIGHT,
@@ -30,6 +31,34 @@ def render(result: dict[str, Any] | None) -> tuple[str, str]:
     return text or "(empty caption)", provenance_line(result)
 
 
+def _word_maps(result: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return ((result or {}).get("explanation") or {}).get("maps") or []
+
+
+def draw_word(result: dict[str, Any] | None, image: str | None, choice: int | None) -> gr.Image:
+    """The map of the chosen word (its index in the caption) blended over the image."""
+    maps = _word_maps(result)
+    if not maps or not image or choice is None or not 0 <= int(choice) < len(maps):
+        return gr.Image(value=None, visible=False)
+    item = maps[int(choice)]
+    picture = overlay.heatmap(overlay.display_image(image), item["grid"])
+    return gr.Image(value=picture, visible=True, label=f"Where the model looked for {item['word']!r}")
+
+
+def show_words(result: dict[str, Any] | None, image: str | None) -> tuple[gr.Radio, gr.Image]:
+    """The explained caption's words to click, the first one's map shown; a note where there are no maps."""
+    explanation = (result or {}).get("explanation")
+    maps = _word_maps(result)
+    if not explanation:
+        return gr.Radio(choices=[], value=None, visible=False), gr.Image(value=None, visible=False)
+    if not maps:
+        return (gr.Radio(choices=[], value=None, visible=True, label=explanation["note"]),
+                gr.Image(value=None, visible=False))
+    choices = [(item["word"], i) for i, item in enumerate(maps)]
+    return (gr.Radio(choices=choices, value=0, visible=True, label="Click a word to see where the model looked for it"),
+            draw_word(result, image, 0))
+
+
 def build(runtime: Runtime) -> TabParts:
     with gr.Row(equal_height=False):
         with gr.Column():
@@ -39,6 +68,7 @@ def build(runtime: Runtime) -> TabParts:
             # Thumbnails only: a blank prefix column would look unfinished; a clicked example still fills its prefix.
             examples("captioning", [[asset(name), p] for name, p in EXAMPLES], [image, prefix], visible_columns=[0])
             model = model_dropdown(runtime, "captioning")
+            explain = gr.Checkbox(value=False, label="Explain: a map for each word of the caption (slower)")
             button = gr.Button("Caption", variant="primary")
             with gr.Accordion("Decoding options", open=False):
                 mode = gr.Radio([("Beam search", "beam"), ("Nucleus sampling", "sample")], value="beam",
@@ -55,9 +85,18 @@ def build(runtime: Runtime) -> TabParts:
         with gr.Column():
             captions = gr.Textbox(label="Caption", lines=3, buttons=["copy"], interactive=False,
                                   elem_id="captioning-captions")
+            words = gr.Radio([], label="Click a word to see where the model looked for it", visible=False,
+                             elem_id="captioning-words")
+            word_map = gr.Image(label="Where the model looked", visible=False, interactive=False, height=240,
+                                elem_id="captioning-word-map")
             provenance = gr.Markdown(elem_id="captioning-provenance")
             result = result_json()
     inputs = {"image": image, "prefix": prefix, "model": model, "mode": mode, "num_beams": num_beams,
               "top_p": top_p, "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens,
-              "num_captions": num_captions}
-    return wire(runtime, "captioning", button, inputs, result, render, [captions, provenance], submit=[prefix])
+              "num_captions": num_captions, "explain": explain}
+    parts = wire(runtime, "captioning", button, inputs, result, render, [captions, provenance], submit=[prefix])
+    result.change(show_words, inputs=[result, image], outputs=[words, word_map], api_visibility="private",
+                  queue=False)
+    words.select(draw_word, inputs=[result, image, words], outputs=word_map, api_visibility="private", queue=False)
+    parts.outputs.update(caption=captions, words=words, word_map=word_map)
+    return parts

@@ -80,6 +80,15 @@ def render(result: dict[str, Any] | None) -> tuple[Any, str, list[list[Any]], An
             transcript if transcript is not None else "", provenance_line(result))
 
 
+def show_word_scores(result: dict[str, Any] | None) -> gr.HighlightedText:
+    """The text's words shaded by their attribution (-1..1), or hidden without one."""
+    explanation = (result or {}).get("explanation")
+    if not explanation:
+        return gr.HighlightedText(value=None, visible=False)
+    words = [(item["word"] + " ", item["score"]) for item in explanation["words"]]
+    return gr.HighlightedText(value=words, visible=True, label=explanation["note"])
+
+
 def text_model_dropdown(runtime: Runtime) -> gr.Dropdown:
     """The curated text models plus VADER, which needs no download (the offline default without them)."""
     return model_dropdown(runtime, "sentiment", label="Text model (reads the text and the transcript)",
@@ -96,6 +105,7 @@ def build(runtime: Runtime) -> TabParts:
             examples("sentiment", [[t, asset(i) if i else None, asset(a) if a else None] for t, i, a in EXAMPLES],
                      [text, image, audio])
             method = gr.Radio(METHODS, value=WEIGHTED_AVERAGE, label="Fusion")
+            explain = gr.Checkbox(value=False, label="Explain: score each word of the text")
             button = gr.Button("Analyse", variant="primary")
             with gr.Accordion("Weights, models and image prompts", open=False):
                 gr.Markdown("<small>Give any combination of text, image and speech; a missing modality is left "
@@ -113,6 +123,8 @@ def build(runtime: Runtime) -> TabParts:
         with gr.Column():
             fused = gr.Label(label="Fused sentiment", num_top_classes=len(LABELS), elem_id="sentiment-fused")
             summary = gr.Markdown()
+            word_scores = gr.HighlightedText(label="Each word's part in the text's verdict", visible=False,
+                                             show_legend=False, elem_id="sentiment-words")
             table = gr.Dataframe(headers=TABLE_HEADERS, label="What each modality said", interactive=False,
                                  elem_id="sentiment-table")
             chart = gr.BarPlot(x="class", y="contribution", color="modality", sort=list(LABELS),
@@ -127,6 +139,10 @@ def build(runtime: Runtime) -> TabParts:
         **{f"{m}_weight": slider for m, slider in weights.items()},
         "text_model": text_model, "image_model": image_model, "speech_model": speech_model,
         **{f"{label}_prompts": box for label, box in prompts.items()},
+        "explain": explain,
     }
-    return wire(runtime, "sentiment", button, inputs, result, render,
-         [fused, summary, table, chart, transcript, provenance], submit=[text])
+    parts = wire(runtime, "sentiment", button, inputs, result, render,
+                 [fused, summary, table, chart, transcript, provenance], submit=[text])
+    result.change(show_word_scores, inputs=result, outputs=word_scores, api_visibility="private", queue=False)
+    parts.outputs["words"] = word_scores
+    return parts

@@ -6,6 +6,7 @@ from typing import Any
 
 import gradio as gr
 
+from mmdemo.explain import overlay
 from mmdemo.runtime import Runtime
 from mmdemo.ui.common import (
     IMAGE_HEIGHT,
@@ -34,6 +35,15 @@ def render(result: dict[str, Any] | None) -> tuple[Any, str]:
     return answer, provenance_line(result)
 
 
+def draw_map(result: dict[str, Any] | None, image: str | None) -> gr.Image:
+    """The answer's map blended over the image (hidden without one)."""
+    maps = ((result or {}).get("explanation") or {}).get("maps")
+    if not maps or not image:
+        return gr.Image(value=None, visible=False)
+    picture = overlay.heatmap(overlay.display_image(image), maps[0]["grid"])
+    return gr.Image(value=picture, visible=True, label=f"Where the model looked for {maps[0]['label']!r}")
+
+
 def build(runtime: Runtime) -> TabParts:
     with gr.Row(equal_height=False):
         with gr.Column():
@@ -41,10 +51,16 @@ def build(runtime: Runtime) -> TabParts:
             question = gr.Textbox(label="Question", placeholder="e.g. What is the cat lying on?", max_lines=2)
             examples("vqa", [[asset(name), q] for name, q in EXAMPLES], [image, question])
             model = model_dropdown(runtime, "vqa")
+            explain = gr.Checkbox(value=False, label="Explain: show the image regions behind the answer (slower)")
             button = gr.Button("Answer", variant="primary")
         with gr.Column():
             answer = gr.Label(label="Answer", num_top_classes=5, elem_id="vqa-answer")
+            answer_map = gr.Image(label="Where the model looked", visible=False, interactive=False, height=240,
+                                  elem_id="vqa-map")
             provenance = gr.Markdown(elem_id="vqa-provenance")
             result = result_json()
-    return wire(runtime, "vqa", button, {"image": image, "question": question, "model": model}, result, render,
-         [answer, provenance], submit=[question])
+    inputs = {"image": image, "question": question, "model": model, "explain": explain}
+    parts = wire(runtime, "vqa", button, inputs, result, render, [answer, provenance], submit=[question])
+    result.change(draw_map, inputs=[result, image], outputs=answer_map, api_visibility="private", queue=False)
+    parts.outputs["map"] = answer_map
+    return parts

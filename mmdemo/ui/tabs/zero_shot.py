@@ -6,6 +6,7 @@ from typing import Any
 
 import gradio as gr
 
+from mmdemo.explain import overlay
 from mmdemo.runtime import Runtime
 from mmdemo.tasks.zero_shot import DEFAULT_TEMPLATE
 from mmdemo.ui.common import (
@@ -38,6 +39,15 @@ def render(result: dict[str, Any] | None) -> tuple[Any, str]:
     return scores, f"{provenance_line(result)}<br><small>{SCORING_NOTE[result['scoring']]}</small>"
 
 
+def draw_maps(result: dict[str, Any] | None, image: str | None) -> gr.AnnotatedImage:
+    """The explained labels' relevance maps over the image (hidden without them)."""
+    explanation = (result or {}).get("explanation")
+    if not explanation or not image:
+        return gr.AnnotatedImage(value=None, visible=False)
+    value = overlay.annotated(overlay.display_image(image), explanation["maps"])
+    return gr.AnnotatedImage(value=value, visible=True, label=explanation["note"])
+
+
 def build(runtime: Runtime) -> TabParts:
     with gr.Row(equal_height=False):
         with gr.Column():
@@ -46,6 +56,8 @@ def build(runtime: Runtime) -> TabParts:
                                 placeholder="e.g. cat, dog, bird", lines=1, max_lines=6)
             examples("zero_shot", [[asset(name), text] for name, text in EXAMPLES], [image, labels])
             model = model_dropdown(runtime, "zero_shot")
+            explain = gr.Checkbox(value=False, label="Explain: show where the model looked for the top 3 labels "
+                                  "(slower)")
             button = gr.Button("Classify", variant="primary")
             with gr.Accordion("Prompt template", open=False):
                 template = gr.Textbox(value=DEFAULT_TEMPLATE, label="Template ({} is replaced by each label)",
@@ -54,7 +66,13 @@ def build(runtime: Runtime) -> TabParts:
         with gr.Column():
             scores = gr.Label(label="Labels, best first", num_top_classes=runtime.settings.max_labels,
                               elem_id="zero_shot-scores")
+            maps = gr.AnnotatedImage(label="Where the model looked (hover over a label to see its map)", visible=False,
+                                     height=280, elem_id="zero_shot-maps")
             provenance = gr.Markdown(elem_id="zero_shot-provenance")
             result = result_json()
-    inputs = {"image": image, "labels": labels, "model": model, "template": template, "ensemble": ensemble}
-    return wire(runtime, "zero_shot", button, inputs, result, render, [scores, provenance], submit=[labels])
+    inputs = {"image": image, "labels": labels, "model": model, "template": template, "ensemble": ensemble,
+              "explain": explain}
+    parts = wire(runtime, "zero_shot", button, inputs, result, render, [scores, provenance], submit=[labels])
+    result.change(draw_maps, inputs=[result, image], outputs=maps, api_visibility="private", queue=False)
+    parts.outputs["maps"] = maps
+    return parts

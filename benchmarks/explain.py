@@ -1,0 +1,227 @@
+"""What `explain` costs, and whether its maps point at what the model used.
+
+Cost: each explained request against the same request without it, on the real-size random-weight checkpoints
+(`benchmarks.bench_models`: BLIP base, CLIP B/32, SigLIP base, ViLT B/32, RoBERTa base) through `Runtime.run`, in the
+app's CPU formats. The two calls alternate, after a warm-up; the ratio is of the medians.
+
+Deletion: for zero-shot and VQA, the image's most relevant 20 % of patches (by the map) are painted grey, then a
+random 20 %, and the explained score (the label's logit, the answer's logit or log-likelihood) is computed again;
+a faithful map lowers it more. Also the deletion curve (0-50 % of the patches, by map and at random) and the area
+under each, averaged over the shared images. Random weights: the maps explain what these models compute, which is
+all a faithfulness test needs. GIT (captioning) has no real-size checkpoint in the benchmark set.
+
+    python -m benchmarks.explain [--repeats 5] [--images 8] [--skip-deletion]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA = Path(os.environ.get("MMDEMO_BENCH_MEDIA", REPO.parent / "shared" / "media")) / "images"
+IMAGE = REPO / "assets" / "skimage_chelsea.png"
+LABELS = "cat, dog, bird, car, horse"
+QUESTION = "what color is the cat?"
+TEXT = "i really love this movie, the food was great but the service was terrible"
+
+COST_CASES: list[tuple[str, str, dict[str, Any]]] = [
+    ("zero_shot/clip", "zero_shot", {"image": str(IMAGE), "labels": LABELS, "model": "openai/clip-vit-base-patch32"}),
+    ("zero_shot/siglip", "zero_shot", {"image": str(IMAGE), "labels": LABELS,
+                                        "model": "google/siglip-base-patch16-224"}),
+    ("vqa/vilt", "vqa", {"image": str(IMAGE), "question": QUESTION, "model": "dandelin/vilt-b32-finetuned-vqa"}),
+    ("vqa/blip", "vqa", {"image": str(IMAGE), "question": QUESTION, "model": "Salesforce/blip-vqa-base"}),
+    ("captioning/blip", "captioning", {"image": str(IMAGE), "model": "Salesforce/blip-image-captioning-base",
+                                       "max_new_tokens": 20}),
+    ("sentiment/roberta", "sentiment", {"text": TEXT,
+                                        "text_model": "cardiffnlp/twitter-roberta-base-sentiment-latest"}),
+]
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def runtime_over(models: Path):
+    import mmdemo.tasks  # noqa: F401
+    from mmdemo.backends import local_runtime
+    from mmdemo.config import Settings
+
+    return local_runtime(Settings(model_dir=models, device="cpu", memory_budget=8 * 1024**3))
+
+
+def cost(runtime, repeats: int, only: str | None = None) -> list[tuple[str, float, float]]:
+    rows = []
+    for key, task, raw in COST_CASES:
+        if only and not key.startswith(only):
+            continue
+        for explain in (False, True):  # warm: the model loaded, prompt embeddings memoised
+            runtime.run(task, {**raw, "explain": explain})
+        plain, explained = [], []
+        for _ in range(repeats):
+            for explain, times in ((False, plain), (True, explained)):
+                started = time.perf_counter()
+                runtime.run(task, {**raw, "explain": explain})
+                times.append(time.perf_counter() - started)
+        rows.append((key, statistics.median(plain), statistics.median(explained)))
+        print(f"{key:20s} plain {rows[-1][1] * 1000:7.0f} ms   explain {rows[-1][2] * 1000:7.0f} ms   "
+              f"ratio {rows[-1][2] / rows[-1][1]:.2f}x", flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ deletion
+
+
+def _masked(image: Image.Image, grid_shape: tuple[int, int], cells: np.ndarray) -> Image.Image:
+    """`image` with the grid cells in `cells` (flat indices) painted the image's mean colour."""
+    pixels = np.asarray(image.convert("RGB")).copy()
+    rows, cols = grid_shape
+    height, width = pixels.shape[:2]
+    mean = pixels.reshape(-1, 3).mean(axis=0)
+    for cell in cells:
+        r, c = divmod(int(cell), cols)
+        pixels[r * height // rows:(r + 1) * height // rows, c * width // cols:(c + 1) * width // cols] = mean
+    return Image.fromarray(pixels)
+
+
+def _square(path: Path) -> Image.Image:
+    """A centre square crop: the processors' resize then maps the grid onto the image without a crop of theirs."""
+    from PIL import ImageOps
+
+    image = Image.open(path).convert("RGB")
+    side = min(image.size)
+    return ImageOps.fit(image, (side, side)).resize((448, 448))
+
+
+def _zero_shot_score(runtime, image: Image.Image, model: str, label: str, labels: str) -> float:
+    """The explained label's logit: log of its softmax share is not one label's alone, so read the logit back."""
+    from mmdemo import registry
+    from mmdemo.tasks.zero_shot import label_logits
+
+    task = registry.get("zero_shot")
+    inputs = task.validate({"image": image, "labels": labels, "model": model}, runtime.settings)
+    with runtime.predictor.bundles(task, task.models_needed(inputs)) as bundles:
+        import torch
+
+        from mmdemo.tasks.base import image_pixels
+
+        bundle = bundles["model"]
+        with torch.inference_mode():
+            logits = label_logits(bundle, torch.from_numpy(image_pixels(bundle, [image])), inputs.labels,
+                                  inputs.templates)[0]
+    return float(logits[list(inputs.labels).index(label)])
+
+
+def _vilt_score(runtime, image: Image.Image, answer: str) -> float:
+    from mmdemo import registry
+
+    task = registry.get("vqa")
+    inputs = task.validate({"image": image, "question": QUESTION, "model": "dandelin/vilt-b32-finetuned-vqa"},
+                           runtime.settings)
+    with runtime.predictor.bundles(task, task.models_needed(inputs)) as bundles:
+        import torch
+
+        from mmdemo.media.pixels import reduce_for
+
+        bundle = bundles["model"]
+        batch = bundle.prepare(bundle.processor(images=reduce_for(bundle.processor, image), text=QUESTION,
+                                                return_tensors="pt"))
+        with torch.inference_mode():
+            logits = bundle.model(**batch).logits[0]
+        return float(logits[bundle.model.config.label2id[answer]])
+
+
+def deletion(runtime, images: list[Path], fractions=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5), only: str | None = None
+             ) -> list[str]:
+    """Per method: mean score drop at 20 % (map vs random) and the areas under the deletion curves."""
+    rng = np.random.default_rng(0)
+    cases = [
+        ("zero-shot CLIP B/32", "openai/clip-vit-base-patch32"),
+        ("zero-shot SigLIP base", "google/siglip-base-patch16-224"),
+        ("VQA ViLT B/32", "vilt"),
+    ]
+    lines = []
+    for name, model in cases:
+        if only and only.lower() not in name.lower():
+            continue
+        by_map, at_random = [], []
+        for path in images:
+            image = _square(path)
+            if model == "vilt":
+                result = runtime.run("vqa", {"image": image, "question": QUESTION,
+                                             "model": "dandelin/vilt-b32-finetuned-vqa", "explain": True})
+                target = result["answer"]
+                grid = np.asarray(result["explanation"]["maps"][0]["grid"])
+
+                def score(img, target=target):
+                    return _vilt_score(runtime, img, target)
+            else:
+                result = runtime.run("zero_shot", {"image": image, "labels": LABELS, "model": model, "explain": True})
+                item = result["explanation"]["maps"][0]
+                target, grid = item["label"], np.asarray(item["grid"])
+
+                def score(img, target=target, model=model):
+                    return _zero_shot_score(runtime, img, model, target, LABELS)
+
+            order = np.argsort(-grid.ravel(), kind="stable")
+            shuffled = rng.permutation(grid.size)
+            base = score(image)
+            curve_map, curve_random = [], []
+            for fraction in fractions:
+                count = int(round(fraction * grid.size))
+                curve_map.append(base - score(_masked(image, grid.shape, order[:count])) if count else 0.0)
+                curve_random.append(base - score(_masked(image, grid.shape, shuffled[:count])) if count else 0.0)
+            by_map.append(curve_map)
+            at_random.append(curve_random)
+        mean_map, mean_random = np.mean(by_map, axis=0), np.mean(at_random, axis=0)
+        at20 = fractions.index(0.2)
+        wins = sum(m[at20] > r[at20] for m, r in zip(by_map, at_random, strict=True))
+        area = lambda curve: float(np.trapezoid(curve, fractions))  # noqa: E731
+        line = (f"{name}: drop at 20 % by map {mean_map[at20]:.3f} vs random {mean_random[at20]:.3f} "
+                f"(map larger on {wins}/{len(images)} images); area under the drop curve 0-50 %: "
+                f"map {area(mean_map):.4f}, random {area(mean_random):.4f}")
+        print(line, flush=True)
+        lines.append(line)
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--images", type=int, default=8, help="how many of the shared images the deletion test uses")
+    parser.add_argument("--skip-deletion", action="store_true")
+    parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--layers", type=int, help="relevance layers for CLIP, SigLIP and ViLT (default: the app's)")
+    parser.add_argument("--only", help="only the cost cases whose key starts with this (zero_shot), the deletion "
+                                           "cases whose name contains it (zero-shot, vilt)")
+    args = parser.parse_args(argv)
+    from mmdemo.explain import relevance
+
+    if args.layers is not None:
+        relevance.EXPLAINED_LAYERS = args.layers
+    print(f"relevance layers: {relevance.EXPLAINED_LAYERS}", flush=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    models = ensure_bench_models(DEFAULT_ROOT)
+    runtime = runtime_over(models)
+    print(uptime(), flush=True)
+    if not args.skip_cost:
+        cost(runtime, args.repeats, args.only)
+        print(uptime(), flush=True)
+    if not args.skip_deletion:
+        images = sorted(p for p in MEDIA.glob("*") if p.suffix.lower() in (".jpg", ".png"))[: args.images]
+        deletion(runtime, images, only=args.only)
+        print(uptime(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
