@@ -102,7 +102,7 @@ def call_over_plain_http(url: str, api_name: str, data: list) -> dict:
 
 
 def test_calls_without_a_session_answer_as_with_one(client, url):
-    args = ["cat, dog, bird", "openai/clip-vit-base-patch32", "a photo of a {}.", False]
+    args = ["cat, dog, bird", "openai/clip-vit-base-patch32", "a photo of a {}.", False, False]
     with_session = client.predict(handle_file(CAT), *args, api_name="/zero_shot")
     without = call_over_plain_http(url, "/zero_shot", [Path(CAT), *args])
     assert without["labels"] == with_session["labels"] and without["templates"] == ["a photo of a {}."]
