@@ -26,6 +26,9 @@ class Segment:
     start: float  # seconds
     end: float
     tokens: list[int] = field(default_factory=list)  # text and timestamp tokens
+    # Each token's probability when it was chosen: the softmax of the step's logits after suppression and the
+    # timestamp rules (what generate(output_scores=True) scores), so a word's confidence costs no second pass.
+    probabilities: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,12 @@ class GreedyWhisper:
             hidden = self.encode(F.pad(features[..., seek:seek + frames], (0, self.window_frames - frames)))
             if self.multilingual and language is None:
                 language = self.detect_language(hidden)  # once, from the first window
-            tokens = self.decode(hidden, self.prompt(language, task, timestamps), timestamps=timestamps)
+            tokens, probabilities = self.decode_with_probabilities(
+                hidden, self.prompt(language, task, timestamps), timestamps=timestamps)
             offset = seek * FRAME_SECONDS
             if not timestamps:
-                return Transcript(language, [Segment(offset, offset + frames * FRAME_SECONDS, tokens)])
-            found, advance = self.segments(tokens, offset, frames)
+                return Transcript(language, [Segment(offset, offset + frames * FRAME_SECONDS, tokens, probabilities)])
+            found, advance = self.segments(tokens, offset, frames, probabilities)
             segments += found
             seek += max(advance, 1)  # never loop on one spot (a window that ends on the pair <|0.00|><|0.00|>)
         return Transcript(language if self.multilingual else None, segments)
@@ -106,9 +110,17 @@ class GreedyWhisper:
         encoder = self.model.get_encoder()
         return encoder(input_features=window.to(encoder.conv1.weight.dtype)).last_hidden_state
 
-    def prompt(self, language: str | None, task: str, timestamps: bool) -> list[int]:
-        """Start of transcript, then language and task (multilingual checkpoints), then no-timestamps if asked."""
-        tokens = [self.generation.decoder_start_token_id]
+    def prompt(self, language: str | None, task: str, timestamps: bool, previous: Sequence[int] = ()) -> list[int]:
+        """Start of transcript, then language and task (multilingual checkpoints), then no-timestamps if asked.
+
+        `previous`: text tokens of what was said before (Whisper's `<|startofprev|>` prompt, as generate's
+        `prompt_ids`), at most half the decoder's positions as transformers allows.
+        """
+        tokens = []
+        if previous:
+            keep = self.max_positions // 2 - 1
+            tokens = [self.generation.prev_sot_token_id, *list(previous)[-keep:]]
+        tokens.append(self.generation.decoder_start_token_id)
         if self.multilingual:
             tokens += [self.generation.lang_to_id[f"<|{language}|>"], self.generation.task_to_id[task]]
         if not timestamps:
@@ -126,13 +138,18 @@ class GreedyWhisper:
         languages_only[list(by_id)] = logits[list(by_id)]
         return by_id[int(languages_only.argmax())].strip("<|>")  # ties go to the lowest id, as in transformers
 
-    @torch.inference_mode()
     def decode(self, hidden: torch.Tensor, prompt: Sequence[int], *, timestamps: bool) -> list[int]:
         """Greedy tokens after `prompt` until end of text (not included) or the decoder's last position."""
+        return self.decode_with_probabilities(hidden, prompt, timestamps=timestamps)[0]
+
+    @torch.inference_mode()
+    def decode_with_probabilities(self, hidden: torch.Tensor, prompt: Sequence[int], *,
+                                  timestamps: bool) -> tuple[list[int], list[float]]:
+        """`decode`'s tokens, and each one's probability under the step's processed logits (see Segment)."""
         cache, cross = self._caches(hidden)
         suppress, suppress_first = self.suppress.to(hidden.device), self.suppress_first.to(hidden.device)
         step_input = torch.tensor([list(prompt)], device=hidden.device)
-        position, generated = 0, []
+        position, generated, probabilities = 0, [], []
         while True:
             state = self._step(step_input, position, cache, cross)
             position += step_input.shape[1]
@@ -141,15 +158,20 @@ class GreedyWhisper:
                 self._timestamp_rules(logits, generated)
             token = int(logits.argmax())
             if token == self.eos:
-                return generated
+                return generated, probabilities
             generated.append(token)
+            # exp(logit - logsumexp): one reduction over the vocabulary, small beside the decoder step.
+            probabilities.append(float(torch.exp(logits[token] - logits.logsumexp(-1))))
             if position + 1 >= self.max_positions:  # the sequence fills the decoder's positions
-                return generated
+                return generated, probabilities
             step_input = torch.tensor([[token]], device=hidden.device)
 
-    def segments(self, tokens: list[int], offset: float, frames: int) -> tuple[list[Segment], int]:
-        """Split one window's tokens at timestamp pairs; also how many frames to advance (transformers' rules)."""
+    def segments(self, tokens: list[int], offset: float, frames: int,
+                 probabilities: Sequence[float] = ()) -> tuple[list[Segment], int]:
+        """Split one window's tokens (and their probabilities, if given) at timestamp pairs; also how many frames to
+        advance (transformers' rules)."""
         begin = self.timestamp_begin
+        probabilities = list(probabilities)
         is_timestamp = [token >= begin for token in tokens]
         single_ending = is_timestamp[-2:] == [False, True]
         cuts = [i + 1 for i in range(len(tokens) - 1) if is_timestamp[i] and is_timestamp[i + 1]]
@@ -157,7 +179,7 @@ class GreedyWhisper:
             stamps = [token for token in tokens if token >= begin]
             end_position = (stamps[-1] - begin if stamps and stamps[-1] != begin
                             else int(frames * FRAME_SECONDS / TIME_PRECISION))
-            return [Segment(offset, offset + end_position * TIME_PRECISION, tokens)], frames
+            return [Segment(offset, offset + end_position * TIME_PRECISION, tokens, probabilities)], frames
         if single_ending:
             cuts.append(len(tokens))
         else:
@@ -167,7 +189,8 @@ class GreedyWhisper:
             piece = tokens[last:cut]
             end_index = -2 if i == len(cuts) - 1 and not single_ending else -1
             segments.append(Segment(offset + (piece[0] - begin) * TIME_PRECISION,
-                                    offset + (piece[end_index] - begin) * TIME_PRECISION, piece))
+                                    offset + (piece[end_index] - begin) * TIME_PRECISION, piece,
+                                    probabilities[last:cut]))
             last = cut
         if single_ending:  # no speech after the last timestamp: the next window starts after this one
             return segments, frames

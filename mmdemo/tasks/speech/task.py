@@ -18,9 +18,10 @@ from mmdemo.config import Settings
 from mmdemo.errors import InputError
 from mmdemo.media import AudioClip, load_audio
 from mmdemo.models.loading import ModelBundle
-from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task
+from mmdemo.tasks.base import GPU_SETUP_SECONDS, Comparable, ModelSpec, Task
 from mmdemo.tasks.speech import greedy as whisper_greedy
 from mmdemo.tasks.speech.subtitles import FORMATS, render
+from mmdemo.tasks.speech.words import DEFAULT_CONFIDENCE, copy_probabilities, mark_low_confidence, split_words
 
 SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 30.0
@@ -57,6 +58,19 @@ def parse_language(value: Any) -> str | None:
     raise InputError(f"Unknown language {value!r}: use a code or name such as {', '.join(EXAMPLE_LANGUAGES)} or auto")
 
 
+def parse_confidence(value: Any) -> float:
+    """The low-confidence threshold: a probability from 0 to 1 (None: the default)."""
+    if value is None or value == "":
+        return DEFAULT_CONFIDENCE
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"Confidence {value!r} is not a number: give a probability from 0 to 1") from e
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"Confidence {threshold} is outside 0 to 1: give a probability such as 0.5")
+    return threshold
+
+
 @dataclass(frozen=True)
 class SpeechInputs:
     model: ModelSpec
@@ -64,6 +78,7 @@ class SpeechInputs:
     language: str | None  # None: detect
     task: str  # "transcribe" or "translate" (to English)
     timestamps: str  # "none", "segment" or "word"
+    confidence: float = DEFAULT_CONFIDENCE  # words whose probability is under it are marked low-confidence
 
 
 def is_english_only(model_id: str) -> bool:
@@ -96,8 +111,10 @@ class SpeechTask(Task[SpeechInputs]):
         if is_english_only(spec.id) and (language not in (None, "en") or task == "translate"):
             raise InputError(f"{spec.id} only understands English: pick auto/English and transcribe, "
                              "or a multilingual model")
+        confidence = parse_confidence(raw.get("confidence"))
         audio = load_audio(raw.get("audio"), max_seconds=settings.max_audio_seconds, target_rate=SAMPLE_RATE)
-        return SpeechInputs(model=spec, audio=audio, language=language, task=task, timestamps=timestamps)
+        return SpeechInputs(model=spec, audio=audio, language=language, task=task, timestamps=timestamps,
+                            confidence=confidence)
 
     def predict(self, bundles: Mapping[str, ModelBundle], inputs: SpeechInputs) -> dict[str, Any]:
         bundle = bundles["model"]
@@ -116,8 +133,13 @@ class SpeechTask(Task[SpeechInputs]):
             "downloads": {fmt: render(fmt, text, segments) for fmt in FORMATS},
         }
         if "words" in output:
-            result["words"] = output["words"]
+            result["words"] = mark_low_confidence(output["words"], inputs.confidence)
+            result["confidence"] = inputs.confidence
         return result
+
+    def compare_view(self, result: Mapping[str, Any]) -> Comparable:
+        segments = tuple(f"{s['start']:.1f}–{s['end']:.1f} s: {s['text'].strip()}" for s in result["segments"])
+        return Comparable(result["text"], words=True, details=segments if len(segments) > 1 else ())
 
     def gpu_seconds(self, inputs: SpeechInputs) -> float:
         """Word timestamps take about twice as long (the pipeline's beam search and the alignment)."""
@@ -154,11 +176,15 @@ def _transcribe(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, Any]:
     if not whisper_greedy.supports(bundle.model):
         return _transcribe_with_generate(bundle, inputs)
     features = _features(bundle, inputs.audio.samples)["input_features"]
-    transcript = whisper_greedy.GreedyWhisper(bundle.model).transcribe(
+    greedy = whisper_greedy.GreedyWhisper(bundle.model)
+    transcript = greedy.transcribe(
         features, language=inputs.language, task=inputs.task, timestamps=inputs.timestamps != "none")
     segments = _segments(bundle, [(s.start, s.end, s.tokens) for s in transcript.segments], inputs.audio.duration)
+    # The special tokens (end of text, language, task, timestamps) all come after the text tokens.
+    words = [word for s in transcript.segments
+             for word in split_words(bundle.tokenizer, s.tokens, s.probabilities, greedy.eos)]
     return {"text": " ".join(s["text"] for s in segments), "language": transcript.language or "en",
-            "segments": segments}
+            "segments": segments, "words": words}
 
 
 def _segments(bundle: ModelBundle, pieces: list[tuple[float, float, Any]], duration: float) -> list[dict[str, Any]]:
@@ -216,6 +242,11 @@ def _transcribe_words(bundle: ModelBundle, inputs: SpeechInputs) -> dict[str, An
         start = float(start or 0.0)
         words.append({"start": round(start, 3), "end": round(float(end if end is not None else duration), 3),
                       "text": chunk["text"].strip()})
+    if whisper_greedy.supports(bundle.model):
+        # The alignment pipeline's words carry times but no probabilities: those come from the greedy pass.
+        scored = _transcribe(bundle, SpeechInputs(inputs.model, inputs.audio, options.get("language"), inputs.task,
+                                                  "none"))["words"]
+        copy_probabilities(words, scored)
     return {"text": result["text"].strip(), "language": options.get("language") or "en",
             "segments": group_words(words), "words": words}
 

@@ -12,7 +12,10 @@ import gradio as gr
 
 from mmdemo.runtime import Runtime
 from mmdemo.tasks.speech.task import TIMESTAMP_MODES, whisper_languages
+from mmdemo.tasks.speech.words import DEFAULT_CONFIDENCE
 from mmdemo.ui.common import TabParts, asset, examples, model_dropdown, provenance_line, result_json, wire
+from mmdemo.ui.tabs import speech_live
+from mmdemo.ui.tabs.speech_live import WORDS_CSS, words_html
 
 EXAMPLES = ["jfk.flac", "LJ050-0131.wav", "librispeech_61-70968-0002.wav"]
 DOWNLOAD_ROOT = Path(tempfile.gettempdir()) / "mmdemo-transcripts"
@@ -52,15 +55,34 @@ def write_downloads(result: dict[str, Any]) -> list[str]:
     return paths
 
 
-def render(result: dict[str, Any] | None) -> tuple[str, list[list[Any]], list[str] | None, str]:
+def subtitles(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The player's cues: the timed words when there are, else the segments."""
+    timed = result.get("words") if result.get("words") and "start" in result["words"][0] else result["segments"]
+    return [{"text": item["text"], "timestamp": [item["start"], item["end"]]} for item in timed]
+
+
+def render(result: dict[str, Any] | None) -> tuple[Any, ...]:
     if not result:
-        return "", [], None, ""
+        return "", [], None, "", "", gr.Audio(subtitles=None)
     rows = [[s["start"], s["end"], s["text"]] for s in result["segments"]]
     note = f"{provenance_line(result)}<br><small>{result['duration']:.1f} s of audio</small>"
-    return result["text"] or "(no speech recognised)", rows, write_downloads(result), note
+    words = words_html(result.get("words") or [], [], result.get("confidence", DEFAULT_CONFIDENCE))
+    cues = subtitles(result) or None
+    return (result["text"] or "(no speech recognised)", rows, write_downloads(result), note, WORDS_CSS + words,
+            gr.Audio(subtitles=cues))
 
 
 def build(runtime: Runtime) -> TabParts:
+    with gr.Tabs(elem_id="speech-modes"):
+        with gr.Tab("File or recording", id="speech-file", elem_id="speech-file-mode"):
+            parts, confidence = _build_file_mode(runtime)
+        with gr.Tab("Live (microphone)", id="speech-live", elem_id="speech-live-mode"):
+            gr.HTML(WORDS_CSS, padding=False)
+            speech_live.build(runtime, confidence, DOWNLOAD_ROOT)
+    return parts
+
+
+def _build_file_mode(runtime: Runtime) -> tuple[TabParts, gr.Slider]:
     languages = [("Auto-detect", "auto")] + sorted(
         (name.title(), code) for code, name in whisper_languages().items())
     with gr.Row(equal_height=False):
@@ -78,15 +100,21 @@ def build(runtime: Runtime) -> TabParts:
                             value="transcribe", label="Task")
             button = gr.Button("Transcribe", variant="primary")
         with gr.Column():
-            transcript = gr.Textbox(label="Transcript", lines=5, buttons=["copy"], interactive=False,
+            transcript = gr.Textbox(label="Transcript", lines=3, buttons=["copy"], interactive=False,
                                     elem_id="speech-transcript")
+            words = gr.HTML(label="Words by confidence", elem_id="speech-words")
+            confidence = gr.Slider(0.0, 1.0, value=DEFAULT_CONFIDENCE, step=0.05,
+                                   label="Mark words Whisper is less sure of than")
             segments = gr.Dataframe(headers=["start (s)", "end (s)", "text"], label="Segments",
                                     interactive=False, wrap=True, max_height=240, column_widths=["18%", "18%", "64%"])
             files = gr.File(label="Download the transcript (.txt, .srt, .vtt)", file_count="multiple",
                             interactive=False, height=180, elem_id="speech-files")
             provenance = gr.Markdown(elem_id="speech-provenance")
             result = result_json()
-    inputs = {"audio": audio, "model": model, "language": language, "task": task, "timestamps": timestamps}
-    parts = wire(runtime, "speech", button, inputs, result, render, [transcript, segments, files, provenance])
+    # New inputs go last: positional API calls written for the earlier inputs keep working.
+    inputs = {"audio": audio, "model": model, "language": language, "task": task, "timestamps": timestamps,
+              "confidence": confidence}
+    parts = wire(runtime, "speech", button, inputs, result, render,
+                 [transcript, segments, files, provenance, words, audio])
     parts.outputs["transcript"] = transcript
-    return parts
+    return parts, confidence

@@ -1,0 +1,350 @@
+"""Live transcription policy: LocalAgreement-2 over a bounded audio buffer, gated by voice activity.
+
+Plain Python and numpy, no Gradio: the live tab, the simulator (`python -m benchmarks.live`) and the tests drive this
+same code. Each decoding step is a callable (`Step`), in the app a Runtime.run of the `speech_live` task.
+
+How a step works (after Macháček et al., 2023, "Turning Whisper into Real-Time Transcription System"):
+- Audio arrives in chunks of any length and goes into a buffer; the voice activity detector scores it.
+- While the buffer holds no speech, nothing is decoded (this is also what keeps Whisper from hallucinating
+  "Thank you." on silence), and the silence is dropped but for a little padding.
+- Once at least `min_step_seconds` of new audio arrived, the buffer is decoded with the committed text before it as
+  Whisper's prompt. The words that two consecutive hypotheses agree on, beyond what is already committed, are
+  committed (LocalAgreement-2); the rest is the tentative tail. Committed words are never rewritten.
+- The buffer is cut at the end of a finished segment whose words are all committed, and never grows past
+  `max_buffer_seconds` (beyond it the finished segments are committed as they are), so every step decodes at most
+  that much audio however long the person talks.
+- After a pause of `pause_seconds` the speech before it is decoded once more and committed whole: a segment ends.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mmdemo.errors import InputError
+from mmdemo.tasks.speech.vad import FRAME_SECONDS, SAMPLE_RATE, SpeechDetector
+from mmdemo.tasks.speech.words import normal_word
+
+# (16 kHz mono float32 samples, prompt text, language code or None) -> the speech_live task's result:
+# {"language": code, "segments": [{"start", "end" (None: unfinished), "words": [{"text", "probability"}]}]}
+Step = Callable[[np.ndarray, str, str | None], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    min_step_seconds: float = 1.0  # new audio that makes a decoding step due
+    max_buffer_seconds: float = 20.0  # the buffer's ceiling (a step decodes at most this much audio)
+    pause_seconds: float = 0.6  # silence after speech that ends a segment
+    speech_threshold: float = 0.5  # a VAD frame with a higher speech probability is speech
+    padding_seconds: float = 0.3  # audio kept before speech, so a word's onset is not cut
+    prompt_chars: int = 200  # committed text given as Whisper's prompt (as whisper_streaming does)
+    display_words: int = 400  # committed words the state keeps (the full transcript goes to `on_commit`)
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    probability: float
+    start: float  # seconds from the stream's start: its segment's start
+    end: float  # its segment's end (the buffer's end while the segment is unfinished)
+
+
+@dataclass
+class LiveUpdate:
+    """What one call changed: words committed now, and the tentative tail after all committed words."""
+
+    committed: list[Word] = field(default_factory=list)
+    tentative: list[Word] = field(default_factory=list)
+    decoded: bool = False  # whether a decoding step ran
+
+
+@dataclass(frozen=True)
+class _Hypothesis:
+    words: list[Word]
+    closed_ends: list[tuple[int, float]]  # (number of words through a finished segment, its end in seconds)
+
+
+class LiveTranscriber:
+    """One live stream's state: bounded buffer, VAD, committed and tentative words.
+
+    Args:
+        step: decodes a buffer (see `Step`).
+        options: the policy's knobs.
+        language: a language code, or None to keep the one Whisper detects first.
+        on_commit: told every committed word, in order (e.g. to write the full transcript to a file).
+        detector: the voice activity detector (default: a SpeechDetector of its own).
+    """
+
+    def __init__(self, step: Step, options: LiveOptions = LiveOptions(), *, language: str | None = None,
+                 on_commit: Callable[[list[Word]], None] | None = None, detector: Any = None) -> None:
+        self.step = step
+        self.options = options
+        self.language = language
+        self.on_commit = on_commit
+        self.detector = detector or SpeechDetector()
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.buffer_start = 0.0  # seconds from the stream's start
+        self.received = 0.0  # seconds of audio received
+        self.last_speech_end = -1.0  # end of the last speech frame, in seconds
+        self.decoded_until = 0.0  # audio time of the last decoding step
+        self.committed: deque[Word] = deque(maxlen=options.display_words)
+        self.committed_count = 0
+        self.tentative: list[Word] = []
+        self._in_buffer: list[str] = []  # normalised committed words that lie in the buffer
+        self._previous: list[Word] = []  # the last hypothesis' words, buffer-relative in order
+        self._frames_scored = 0  # VAD frames scored so far
+
+    # --- feeding -------------------------------------------------------------------------------------------------
+
+    def insert(self, samples: np.ndarray) -> None:
+        """Append 16 kHz mono float32 samples."""
+        samples = np.asarray(samples, dtype=np.float32)
+        probabilities = self.detector.add(samples)
+        speech = np.flatnonzero(probabilities >= self.options.speech_threshold)
+        if speech.size:
+            self.last_speech_end = (self._frames_scored + speech[-1] + 1) * FRAME_SECONDS
+        self._frames_scored += len(probabilities)
+        self.buffer = np.concatenate([self.buffer, samples])
+        self.received += len(samples) / SAMPLE_RATE
+
+    def has_speech(self) -> bool:
+        """Whether the buffer holds speech not yet finished with."""
+        return self.last_speech_end > self.buffer_start
+
+    def due(self) -> bool:
+        """Whether `process` would decode now."""
+        return self.has_speech() and (self._paused() or self.received - self.decoded_until
+                                      >= self.options.min_step_seconds)
+
+    # --- the policy ----------------------------------------------------------------------------------------------
+
+    def process(self) -> LiveUpdate:
+        """Decode if due, commit what two hypotheses agree on, trim the buffer; see the module's docstring."""
+        if not self.has_speech():
+            self._drop_audio(keep=self.options.padding_seconds)
+            self.tentative, self._previous = [], []
+            return LiveUpdate()
+        if not self.due():
+            return LiveUpdate(tentative=list(self.tentative))
+        if self._paused():  # the speech ended: decode up to it and commit it whole
+            speech_end = self.last_speech_end + self.options.padding_seconds
+            hypothesis = self._decode(until=speech_end)
+            update = self._commit(hypothesis.words[self._skip_committed(hypothesis.words):], hypothesis, final=True)
+            self._drop_audio(keep=max(0.0, self.received - speech_end))
+            return update
+        hypothesis = self._decode()
+        start = self._skip_committed(hypothesis.words)
+        tail = hypothesis.words[start:]
+        previous_tail = self._previous[self._skip_committed(self._previous):]
+        agreed = 0
+        while (agreed < min(len(tail), len(previous_tail))
+               and normal_word(tail[agreed].text) == normal_word(previous_tail[agreed].text)):
+            agreed += 1
+        return self._commit(tail[:agreed], hypothesis, final=False)
+
+    def finish(self) -> LiveUpdate:
+        """The stream ended: decode what is left and commit it whole."""
+        if not self.has_speech():
+            self.tentative = []
+            return LiveUpdate()
+        hypothesis = self._decode()
+        update = self._commit(hypothesis.words[self._skip_committed(hypothesis.words):], hypothesis, final=True)
+        self._drop_audio(keep=0.0)
+        return update
+
+    # --- helpers -------------------------------------------------------------------------------------------------
+
+    def _paused(self) -> bool:
+        return self.received - self.last_speech_end >= self.options.pause_seconds
+
+    def prompt(self) -> str:
+        """The committed text before the buffer, its last `prompt_chars` characters on word boundaries."""
+        words = list(self.committed)
+        if self._in_buffer:
+            words = words[:max(0, len(words) - len(self._in_buffer))]
+        text = ""
+        for word in reversed(words):
+            if len(text) + len(word.text) + 1 > self.options.prompt_chars:
+                break
+            text = f"{word.text} {text}" if text else word.text
+        return text
+
+    def _decode(self, until: float | None = None) -> _Hypothesis:
+        samples = self.buffer
+        if until is not None:
+            samples = samples[:max(1, int((until - self.buffer_start) * SAMPLE_RATE))]
+        result = self.step(samples, self.prompt(), self.language)
+        self.language = self.language or result.get("language")
+        self.decoded_until = self.received
+        duration = len(samples) / SAMPLE_RATE
+        words: list[Word] = []
+        closed: list[tuple[int, float]] = []
+        for segment in result["segments"]:
+            start = self.buffer_start + float(segment["start"])
+            end = self.buffer_start + float(duration if segment["end"] is None else segment["end"])
+            words += [Word(w["text"], float(w["probability"]), start, end) for w in segment["words"]]
+            if segment["end"] is not None:
+                closed.append((len(words), end))
+        return _Hypothesis(words, closed)
+
+    def _skip_committed(self, words: Sequence[Word]) -> int:
+        """How many of `words` (a hypothesis from the buffer's start) the committed words in the buffer cover.
+
+        Consecutive hypotheses may spell a committed word differently; the committed words are matched to the
+        hypothesis' first words in order, and the index after the last match (plus any unmatched committed words
+        after it) is where the new words start.
+        """
+        done = self._in_buffer
+        if not done or not words:
+            return 0
+        head = [normal_word(w.text) for w in words[:len(done) + 5]]
+        blocks = [b for b in difflib.SequenceMatcher(None, done, head, autojunk=False).get_matching_blocks()
+                  if b.size]
+        if not blocks:
+            return min(len(done), len(words))
+        last = blocks[-1]
+        return min(len(words), last.b + last.size + (len(done) - last.a - last.size))
+
+    def _commit(self, new: list[Word], hypothesis: _Hypothesis, *, final: bool) -> LiveUpdate:
+        """Commit `new` (the words after the committed ones in `hypothesis`), then trim the buffer."""
+        words = hypothesis.words
+        through = self._skip_committed(words) + len(new)  # hypothesis words now committed
+        if final:
+            through = len(words)
+        elif self._buffer_seconds() > self.options.max_buffer_seconds:
+            # Too long without an agreed segment end: take the finished segments as they are.
+            forced = max((count for count, _ in hypothesis.closed_ends if count > through), default=None)
+            if forced is None:
+                forced = len(words)
+            new = new + words[through:forced]
+            through = forced
+        if new:
+            self.committed.extend(new)
+            self.committed_count += len(new)
+            if self.on_commit:
+                self.on_commit(list(new))
+        self._in_buffer = [normal_word(w.text) for w in words[:through]]
+        self._previous = list(words)
+        if final:
+            self._in_buffer, self._previous, self.tentative = [], [], []
+            return LiveUpdate(committed=list(new), decoded=True)
+        # Cut the buffer at the end of the last finished segment whose words are all committed.
+        cut = max(((count, end) for count, end in hypothesis.closed_ends if count <= through and count < len(words)),
+                  default=None)
+        if cut is None and through == len(words) and self._buffer_seconds() > self.options.max_buffer_seconds:
+            cut = (len(words), self.buffer_start + self._buffer_seconds())
+        if cut is not None:
+            count, end = cut
+            self._cut_buffer(end)
+            self._in_buffer = self._in_buffer[count:]
+            self._previous = self._previous[count:]
+        self.tentative = words[through:]
+        return LiveUpdate(committed=list(new), tentative=list(self.tentative), decoded=True)
+
+    def _buffer_seconds(self) -> float:
+        return len(self.buffer) / SAMPLE_RATE
+
+    def _cut_buffer(self, at: float) -> None:
+        """Drop the buffer's audio before `at` seconds (from the stream's start)."""
+        drop = min(len(self.buffer), max(0, int(round((at - self.buffer_start) * SAMPLE_RATE))))
+        self.buffer = self.buffer[drop:].copy()
+        self.buffer_start += drop / SAMPLE_RATE
+
+    def _drop_audio(self, keep: float) -> None:
+        """Keep only the last `keep` seconds of the buffer; nothing committed lies in the dropped part."""
+        self._cut_buffer(self.buffer_start + self._buffer_seconds() - keep)
+        self._in_buffer, self._previous = [], []
+
+    def close(self) -> None:
+        """Free the audio and the detector (the stream is over or abandoned)."""
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.detector = None
+        self.tentative, self._previous, self._in_buffer = [], [], []
+
+    # --- views ---------------------------------------------------------------------------------------------------
+
+    def committed_text(self) -> str:
+        return " ".join(w.text for w in self.committed)
+
+
+class ChunkConverter:
+    """Microphone chunks as Gradio sends them, (rate, samples of any dtype, mono or not), to 16 kHz mono float32,
+    resampled as one stream across chunks (soxr keeps the filter state, so chunk edges make no clicks)."""
+
+    def __init__(self) -> None:
+        self.rate: int | None = None
+        self._resampler: Any = None
+
+    def convert(self, chunk: Any) -> np.ndarray:
+        if chunk is None:
+            return np.zeros(0, dtype=np.float32)
+        try:
+            rate, samples = chunk
+            rate = int(rate)
+        except (TypeError, ValueError) as e:
+            raise InputError("A live chunk must be (sample rate, samples): record from the microphone") from e
+        samples = np.asarray(samples)
+        if not 8_000 <= rate <= 384_000:
+            raise InputError(f"Microphone sample rate {rate} Hz is not supported: use 8 to 384 kHz")
+        if self.rate is None:
+            self.rate = rate
+        elif rate != self.rate:
+            raise InputError(f"The microphone changed its rate mid-stream ({self.rate} -> {rate} Hz): start again")
+        if samples.dtype.kind in "iu":
+            info = np.iinfo(samples.dtype)
+            middle = (int(info.max) + int(info.min) + 1) / 2
+            samples = (samples.astype(np.float32) - middle) / (int(info.max) - middle + 1)
+        samples = samples.astype(np.float32, copy=False)
+        if samples.ndim == 2:
+            samples = samples.mean(axis=1) if samples.shape[1] <= 8 else samples.mean(axis=0)
+        samples = np.nan_to_num(samples.reshape(-1), nan=0.0, posinf=0.0, neginf=0.0)
+        if rate == SAMPLE_RATE:
+            return samples
+        if self._resampler is None:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
+        return self._resampler.resample_chunk(samples)
+
+
+class StreamSlots:
+    """At most `capacity` live streams at once, thread-safe. A stream that has not stepped for `idle_seconds` (its
+    visitor left without stopping) loses its slot to the next one that asks, and is closed then."""
+
+    def __init__(self, capacity: int, idle_seconds: float = 30.0) -> None:
+        self.capacity = capacity
+        self.idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        self._holders: dict[int, tuple[Any, float]] = {}  # id(holder) -> (holder, last activity)
+
+    def acquire(self, holder: Any, now: float | None = None) -> bool:
+        """Take a slot for `holder` (an object with a close() method) or refresh its own; False when all are taken."""
+        now = time.monotonic() if now is None else now
+        stale = []
+        with self._lock:
+            if id(holder) not in self._holders:
+                for key, (other, last) in list(self._holders.items()):
+                    if now - last > self.idle_seconds:
+                        stale.append(other)
+                        del self._holders[key]
+                if len(self._holders) >= self.capacity:
+                    return False
+            self._holders[id(holder)] = (holder, now)
+        for other in stale:
+            other.close()
+        return True
+
+    def release(self, holder: Any) -> None:
+        with self._lock:
+            self._holders.pop(id(holder), None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._holders)

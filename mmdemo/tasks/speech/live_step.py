@@ -1,0 +1,115 @@
+"""One step of live transcription as a task: a buffer of at most 30 s in, its timed and scored hypothesis out.
+
+Each step of a live stream runs through Runtime.run like any request, so it uses the shared model cache locally,
+the Whisper deployment on Ray Serve, and a GPU call on ZeroGPU. The policy that decides what to send and what to
+commit is mmdemo.tasks.speech.live; this task only decodes: one 30 s window, greedy with timestamps, after the
+committed text as Whisper's prompt. The hypothesis keeps its unfinished last segment (the file transcription drops
+it to seek), since live mode shows it as the tentative tail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch.nn.functional as F
+
+from mmdemo.config import Settings
+from mmdemo.errors import InputError
+from mmdemo.models.loading import ModelBundle
+from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text
+from mmdemo.tasks.speech import greedy as whisper_greedy
+from mmdemo.tasks.speech.task import SAMPLE_RATE, WINDOW_SECONDS, SpeechTask, is_english_only, parse_language
+from mmdemo.tasks.speech.words import split_words
+
+MAX_PROMPT_CHARS = 1000  # the policy sends about 200; Whisper keeps at most 223 prompt tokens anyway
+# GPU seconds of one step: encoding one window and decoding a few dozen tokens takes well under a second on a GPU.
+GPU_SECONDS_PER_STEP = 2.0
+
+
+@dataclass(frozen=True)
+class LiveStepInputs:
+    model: ModelSpec
+    samples: np.ndarray  # float32 mono at 16 kHz, at most one window
+    prompt: str  # committed text before the buffer ("" for none)
+    language: str | None  # None: detect
+
+
+class LiveStepTask(Task[LiveStepInputs]):
+    name = "speech_live"
+    title = "Live speech step"
+    description = "One step of live transcription: the current audio buffer's timed, scored hypothesis."
+    models = SpeechTask.models
+    architectures = SpeechTask.architectures
+    serve_family = "whisper"
+
+    def validate(self, raw: Mapping[str, Any], settings: Settings) -> LiveStepInputs:
+        spec = self.model_spec(raw.get("model"), allow_custom=settings.allow_custom_models)
+        language = parse_language(raw.get("language"))
+        if is_english_only(spec.id) and language not in (None, "en"):
+            raise InputError(f"{spec.id} only understands English: pick auto/English or a multilingual model")
+        samples = raw.get("samples")
+        if not isinstance(samples, np.ndarray) or samples.ndim != 1 or samples.dtype != np.float32:
+            raise InputError("A live step takes 16 kHz mono float32 samples")
+        if not 0 < len(samples) <= WINDOW_SECONDS * SAMPLE_RATE or not np.isfinite(samples).all():
+            raise InputError(f"A live step takes 0 to {WINDOW_SECONDS:g} s of finite samples")
+        prompt = clean_text(raw.get("prompt"), what="Prompt", max_chars=MAX_PROMPT_CHARS, required=False)
+        return LiveStepInputs(model=spec, samples=samples, prompt=prompt, language=language)
+
+    def predict(self, bundles: Mapping[str, ModelBundle], inputs: LiveStepInputs) -> dict[str, Any]:
+        bundle = bundles["model"]
+        if not whisper_greedy.supports(bundle.model):
+            raise InputError(f"Live mode needs a greedy Whisper checkpoint; {inputs.model.id} is configured for "
+                             "beam search or sampling: pick another model")
+        greedy = whisper_greedy.GreedyWhisper(bundle.model)
+        features = bundle.processor.feature_extractor(inputs.samples, sampling_rate=SAMPLE_RATE,
+                                                      return_tensors="pt").input_features
+        features = F.pad(features, (0, greedy.window_frames - features.shape[-1]))
+        hidden = greedy.encode(bundle.prepare({"input_features": features})["input_features"])
+        language = inputs.language
+        if greedy.multilingual and language is None:
+            language = greedy.detect_language(hidden)
+        previous = bundle.tokenizer.encode(" " + inputs.prompt, add_special_tokens=False) if inputs.prompt else []
+        tokens, probabilities = greedy.decode_with_probabilities(
+            hidden, greedy.prompt(language, "transcribe", True, previous=previous), timestamps=True)
+        segments = timed_pieces(greedy, tokens, probabilities)
+        return {"language": language or "en", "segments": [
+            {"start": start, "end": end, "words": split_words(bundle.tokenizer, piece, scores, greedy.eos)}
+            for start, end, piece, scores in segments]}
+
+    def format(self, output: dict[str, Any], inputs: LiveStepInputs) -> dict[str, Any]:
+        duration = len(inputs.samples) / SAMPLE_RATE
+        segments = [{**s, "start": min(s["start"], duration),
+                     "end": None if s["end"] is None else min(s["end"], duration)}
+                    for s in output["segments"] if s["words"]]
+        return {"language": output["language"], "duration": round(duration, 3), "segments": segments}
+
+    def gpu_seconds(self, inputs: LiveStepInputs) -> float:
+        return GPU_SETUP_SECONDS + GPU_SECONDS_PER_STEP
+
+
+def timed_pieces(greedy: whisper_greedy.GreedyWhisper, tokens: list[int],
+                 probabilities: list[float]) -> list[tuple[float, float | None, list[int], list[float]]]:
+    """Split a window's tokens at timestamps: (start, end, text tokens, their probabilities) per segment; the last
+    segment's end is None when Whisper had not closed it (the speech goes on past the buffer)."""
+    begin = greedy.timestamp_begin
+    pieces: list[tuple[float, float | None, list[int], list[float]]] = []
+    start: float | None = None
+    text: list[int] = []
+    scores: list[float] = []
+    for token, probability in zip(tokens, probabilities, strict=True):
+        if token < begin:
+            text.append(token)
+            scores.append(probability)
+            continue
+        seconds = (token - begin) * whisper_greedy.TIME_PRECISION
+        if text:  # a closing timestamp
+            pieces.append((start if start is not None else seconds, seconds, text, scores))
+            start, text, scores = None, [], []
+        else:  # an opening one
+            start = seconds
+    if text:
+        pieces.append((start if start is not None else (pieces[-1][1] if pieces else 0.0), None, text, scores))
+    return pieces
