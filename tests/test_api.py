@@ -128,15 +128,19 @@ def test_speech_endpoint(client):
     assert result["duration"] == pytest.approx(11.0, abs=0.1)
     assert set(result["downloads"]) == {"txt", "srt", "vtt"}
     assert result["downloads"]["vtt"].startswith("WEBVTT")
-    assert set(result) == {"text", "language", "task", "duration", "segments", "downloads", "provenance"}
+    assert set(result) == {"text", "language", "task", "duration", "segments", "downloads", "words", "confidence",
+                           "provenance"}
     assert all(set(segment) == {"start", "end", "text"} for segment in result["segments"])
+    assert all(set(word) == {"text", "probability", "low_confidence"} for word in result["words"])
+    assert all(w["low_confidence"] == (w["probability"] < result["confidence"]) for w in result["words"])
 
 
 def test_speech_word_timestamps_add_words(client):
     result = client.predict(audio=handle_file(JFK), language="en", timestamps="word", api_name="/speech")
     assert result["language"] == "en"
-    assert set(result) == {"text", "language", "task", "duration", "segments", "downloads", "words", "provenance"}
-    assert all(set(word) == {"start", "end", "text"} for word in result["words"])
+    assert set(result) == {"text", "language", "task", "duration", "segments", "downloads", "words", "confidence",
+                           "provenance"}
+    assert all(set(word) == {"start", "end", "text", "probability", "low_confidence"} for word in result["words"])
 
 
 def test_sentiment_endpoint(client):
