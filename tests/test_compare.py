@@ -154,7 +154,7 @@ def test_a_bad_input_fails_the_whole_compare_in_one_line(app, tmp_path):
     client, _ = app
     with pytest.raises(AppError, match=r"^Question is empty: type one$"):
         client.predict("vqa", [BLIP, VILT], {"question": "  "}, handle_file(CAT), None, api_name="/compare")
-    with pytest.raises(AppError, match=r"^Unknown option 'speed' for vqa: use question, model$"):
+    with pytest.raises(AppError, match=r"^Unknown option 'speed' for vqa: use question, model, explain$"):
         client.predict("vqa", [BLIP, VILT], {"speed": 3}, handle_file(CAT), None, api_name="/compare")
     with pytest.raises(AppError, match=r"^Unknown task 'ocr': choose one of vqa, captioning"):
         client.predict("ocr", [BLIP, VILT], {}, handle_file(CAT), None, api_name="/compare")

@@ -69,7 +69,7 @@ def test_the_raw_call_reaches_the_model_with_an_uploaded_file(app):
     client, _ = app
     uploaded = upload_raw(client.src, CAT)
     assert uploaded.status_code == 200
-    event, data = call_raw(client.src, "vqa", [file_data(uploaded.json()[0]), "What animal is this?", VILT])
+    event, data = call_raw(client.src, "vqa", [file_data(uploaded.json()[0]), "What animal is this?", VILT, False])
     assert event == "complete" and json.loads(data)[0]["question"] == "What animal is this?"
 
 

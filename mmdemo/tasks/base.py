@@ -71,6 +71,7 @@ class Task(ABC, Generic[InputsT]):
     # The Ray Serve deployment that runs this task's models (mmdemo.serving.families): tasks that share models share
     # one. None: a deployment of its own, named after the task, with the default options (serve_config.yaml).
     serve_family: ClassVar[str | None] = None
+    has_tab: ClassVar[bool] = True  # False: a part of another task's tab (the live speech step), no tab of its own
     compare_input: ClassVar[str] = "model"  # the raw input that compare mode varies across models
     extra_model_ids: ClassVar[tuple[str, ...]] = ()  # values of compare_input besides the curated ids (a lexicon)
 

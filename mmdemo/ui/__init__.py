@@ -67,7 +67,8 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
             for name in registry.names():
                 build_tab = TABS.get(name)
                 if build_tab is None:
-                    log.warning("Task %s has no tab builder; it is available through Runtime only", name)
+                    if registry.get(name).has_tab:
+                        log.warning("Task %s has no tab builder; it is available through Runtime only", name)
                     continue
                 task = registry.get(name)
                 with gr.Tab(task.title, id=name, elem_id=f"{name}-tab"):

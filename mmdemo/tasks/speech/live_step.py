@@ -40,6 +40,7 @@ class LiveStepInputs:
 class LiveStepTask(Task[LiveStepInputs]):
     name = "speech_live"
     title = "Live speech step"
+    has_tab = False  # the speech tab's Live mode runs it
     description = "One step of live transcription: the current audio buffer's timed, scored hypothesis."
     models = SpeechTask.models
     architectures = SpeechTask.architectures

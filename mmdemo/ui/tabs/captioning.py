@@ -68,8 +68,10 @@ def build(runtime: Runtime) -> TabParts:
             # Thumbnails only: a blank prefix column would look unfinished; a clicked example still fills its prefix.
             examples("captioning", [[asset(name), p] for name, p in EXAMPLES], [image, prefix], visible_columns=[0])
             model = model_dropdown(runtime, "captioning")
-            explain = gr.Checkbox(value=False, label="Explain: a map for each word of the caption (slower)")
-            button = gr.Button("Caption", variant="primary")
+            with gr.Row(equal_height=False):  # side by side: the button stays on a laptop's first screen
+                button = gr.Button("Caption", variant="primary", scale=3)
+                explain = gr.Checkbox(value=False, label="Explain (slower)",
+                                      scale=2, min_width=160, container=False)
             with gr.Accordion("Decoding options", open=False):
                 mode = gr.Radio([("Beam search", "beam"), ("Nucleus sampling", "sample")], value="beam",
                                 label="Decoding")

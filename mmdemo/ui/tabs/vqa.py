@@ -51,8 +51,10 @@ def build(runtime: Runtime) -> TabParts:
             question = gr.Textbox(label="Question", placeholder="e.g. What is the cat lying on?", max_lines=2)
             examples("vqa", [[asset(name), q] for name, q in EXAMPLES], [image, question])
             model = model_dropdown(runtime, "vqa")
-            explain = gr.Checkbox(value=False, label="Explain: show the image regions behind the answer (slower)")
-            button = gr.Button("Answer", variant="primary")
+            with gr.Row(equal_height=False):  # side by side: the button stays on a laptop's first screen
+                button = gr.Button("Answer", variant="primary", scale=3)
+                explain = gr.Checkbox(value=False, label="Explain (slower)",
+                                      scale=2, min_width=160, container=False)
         with gr.Column():
             answer = gr.Label(label="Answer", num_top_classes=5, elem_id="vqa-answer")
             answer_map = gr.Image(label="Where the model looked", visible=False, interactive=False, height=240,

@@ -56,9 +56,10 @@ def build(runtime: Runtime) -> TabParts:
                                 placeholder="e.g. cat, dog, bird", lines=1, max_lines=6)
             examples("zero_shot", [[asset(name), text] for name, text in EXAMPLES], [image, labels])
             model = model_dropdown(runtime, "zero_shot")
-            explain = gr.Checkbox(value=False, label="Explain: show where the model looked for the top 3 labels "
-                                  "(slower)")
-            button = gr.Button("Classify", variant="primary")
+            with gr.Row(equal_height=False):  # side by side: the button stays on a laptop's first screen
+                button = gr.Button("Classify", variant="primary", scale=3)
+                explain = gr.Checkbox(value=False, label="Explain (slower)",
+                                      scale=2, min_width=160, container=False)
             with gr.Accordion("Prompt template", open=False):
                 template = gr.Textbox(value=DEFAULT_TEMPLATE, label="Template ({} is replaced by each label)",
                                       max_lines=1)
