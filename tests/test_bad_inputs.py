@@ -280,12 +280,17 @@ def _(tmp: Path) -> Case:
     return Case("/zero_shot", zero_shot_args(path), Refused(r"^This image file is damaged or incomplete: upload"))
 
 
+def truncated_image(path: Path, fmt: str, keep: int, size: tuple[int, int] = (400, 300)) -> Path:
+    """A picture saved as `fmt` and cut after `keep` bytes, as an interrupted upload leaves it."""
+    buffer = io.BytesIO()
+    picture(*size).save(buffer, fmt)
+    path.write_bytes(buffer.getvalue()[:keep])
+    return path
+
+
 @case("truncated JPEG")
 def _(tmp: Path) -> Case:
-    path = tmp / "cut.jpg"
-    buffer = io.BytesIO()
-    picture(400, 300).save(buffer, "JPEG")
-    path.write_bytes(buffer.getvalue()[:600])
+    path = truncated_image(tmp / "cut.jpg", "JPEG", 600)
     return Case("/vqa", vqa_args(path), Refused(r"damaged or incomplete: upload it again"))
 
 
@@ -820,10 +825,7 @@ def _(tmp: Path) -> Case:
 
 @case("compare with a damaged image")
 def _(tmp: Path) -> Case:
-    path = tmp / "cut.png"
-    buffer = io.BytesIO()
-    picture(300, 200).save(buffer, "PNG")
-    path.write_bytes(buffer.getvalue()[:200])
+    path = truncated_image(tmp / "cut.png", "PNG", 200, (300, 200))
     return Case("/compare", compare_args(VQA_MODELS[:2], image=path), Refused(r"damaged or incomplete"))
 
 

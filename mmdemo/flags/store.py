@@ -93,12 +93,13 @@ class FlagStore:
         }
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
         with self._writing():
-            if self._size() + len(line) > self.max_bytes:
-                raise FlagStoreError(f"The flag store is full ({self.max_bytes / 1e6:.0f} MB, MMDEMO_FLAG_MAX_BYTES):"
-                                     " no new flags until some are exported and removed")
+            size = self._size() + len(line)  # once per flag, under the lock; each new media file adds to it
+            if size > self.max_bytes:
+                raise FlagStoreError(self._full())
             for name, path in media.items():
                 if path:
-                    record["media"][name] = self._keep(Path(path))
+                    record["media"][name], added = self._keep(Path(path), size)
+                    size += added
             line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
             fd = os.open(self.journal, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
@@ -126,8 +127,13 @@ class FlagStore:
             raise FlagStoreError(f"The flag store cannot be written ({e.strerror or type(e).__name__}): "
                                  "check MMDEMO_FLAG_DIR is a writable folder with free space") from e
 
-    def _keep(self, source: Path) -> dict[str, str]:
-        """Copy an upload into media/ under its content hash (once); its reference."""
+    def _full(self) -> str:
+        return (f"The flag store is full ({self.max_bytes / 1e6:.0f} MB, MMDEMO_FLAG_MAX_BYTES): no new flags until "
+                "some are exported and removed")
+
+    def _keep(self, source: Path, size: int) -> tuple[dict[str, str], int]:
+        """Copy an upload into media/ under its content hash (once), given the store's `size`; its reference and the
+        bytes it added."""
         digest = hashlib.sha256()
         with open(source, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -136,10 +142,11 @@ class FlagStore:
         suffix = source.suffix.lower() if source.suffix.lower() in MEDIA_SUFFIXES else ".bin"
         relative = Path("media") / sha[:2] / f"{sha}{suffix}"
         target = self.root / relative
+        added = 0
         if not target.exists():
-            if self._size() + source.stat().st_size > self.max_bytes:
-                raise FlagStoreError(f"The flag store is full ({self.max_bytes / 1e6:.0f} MB, "
-                                     "MMDEMO_FLAG_MAX_BYTES): no new flags until some are exported and removed")
+            added = source.stat().st_size
+            if size + added > self.max_bytes:
+                raise FlagStoreError(self._full())
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
             try:
@@ -149,7 +156,7 @@ class FlagStore:
             except BaseException:
                 Path(temporary).unlink(missing_ok=True)
                 raise
-        return {"file": relative.as_posix(), "sha256": sha, "name": _safe_name(source.name)}
+        return {"file": relative.as_posix(), "sha256": sha, "name": _safe_name(source.name)}, added
 
     def _size(self) -> int:
         total = 0
