@@ -281,7 +281,7 @@ def test_two_runs_at_once_see_only_their_own_files(runtime, tmp_path):
 
 
 def test_ready_made_sets_run(runtime, tmp_path):
-    for name, (task, _) in presets.PRESETS.items():
+    for name, task in presets.PRESETS.items():
         if task == "speech":
             continue  # the tiny Whisper is slow and says nothing; the speech set runs in the acceptance test
         model = "vader" if task == "sentiment" else CLIP

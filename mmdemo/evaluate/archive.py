@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 
 from mmdemo.errors import InputError
+from mmdemo.i18n import Message
 
 MAX_MEMBERS = 5_000  # files in one ZIP: 500 items with an image and an audio clip each, and room to spare
 MAX_UNCOMPRESSED_BYTES = 2 * 1024**3  # what one ZIP may unpack to (a zip bomb declares far more)
@@ -41,14 +42,14 @@ class Workspace:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _member_problem(info: zipfile.ZipInfo) -> str | None:
+def _member_problem(info: zipfile.ZipInfo) -> Message | None:
     """Why a ZIP member must not be extracted, or None."""
     name = info.filename.replace("\\", "/")
     path = PurePosixPath(name)
     if path.is_absolute() or name.startswith("/") or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-        return f"its member {info.filename!r} points outside the folder it unpacks to"
+        return Message("error.archive.member_outside", {"member": info.filename})
     if stat.S_ISLNK(info.external_attr >> 16):
-        return f"its member {info.filename!r} is a symbolic link"
+        return Message("error.archive.member_link", {"member": info.filename})
     return None
 
 
@@ -63,20 +64,19 @@ def extract_zip(archive: Path, dest: Path, *, max_members: int = MAX_MEMBERS,
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
             if len(infos) > max_members:
-                raise InputError(f"The ZIP has {len(infos)} members; the limit is {max_members}: split the test set")
+                raise InputError("error.archive.too_many_members", count=len(infos), limit=max_members)
             declared = sum(info.file_size for info in infos)
             if declared > max_bytes:
-                raise InputError(f"The ZIP unpacks to {declared / 1e9:.1f} GB; the limit is {max_bytes / 1e9:.1f} GB:"
-                                 " split the test set")
+                raise InputError("error.archive.too_large", size_gb=declared / 1e9, limit_gb=max_bytes / 1e9)
             for info in infos:
                 if info.flag_bits & 0x1:
-                    raise InputError("The ZIP is encrypted (password-protected): zip the test set without a password")
+                    raise InputError("error.archive.encrypted")
                 problem = _member_problem(info)
                 if problem:
-                    raise InputError(f"The ZIP is refused: {problem}")
+                    raise InputError("error.archive.refused", problem=problem)
                 if info.file_size > MAX_RATIO * max(info.compress_size, 1) and info.file_size > 10 * _CHUNK:
-                    raise InputError(f"The ZIP is refused: its member {info.filename!r} expands "
-                                     f"{info.file_size // max(info.compress_size, 1)}x (a zip bomb?)")
+                    raise InputError("error.archive.bomb", member=info.filename,
+                                     ratio=info.file_size // max(info.compress_size, 1))
             written = 0
             dest.mkdir(parents=True, exist_ok=True)
             for info in infos:
@@ -88,19 +88,18 @@ def extract_zip(archive: Path, dest: Path, *, max_members: int = MAX_MEMBERS,
                     while chunk := source.read(_CHUNK):
                         written += len(chunk)  # the central directory's sizes may lie: count what comes out
                         if written > max_bytes:
-                            raise InputError(f"The ZIP unpacks to more than {max_bytes / 1e9:.1f} GB: "
-                                             "split the test set")
+                            raise InputError("error.archive.too_large_unpacked", limit_gb=max_bytes / 1e9)
                         sink.write(chunk)
     except zipfile.BadZipFile as e:
-        raise InputError("This file is not a ZIP archive that can be read: zip the test set again") from e
+        raise InputError("error.archive.not_a_zip") from e
     except NotImplementedError as e:  # an unsupported compression method
-        raise InputError(f"The ZIP uses a compression method that cannot be read ({e}): zip it again") from e
+        raise InputError("error.archive.compression", detail=str(e)) from e
     except RuntimeError as e:  # zipfile's "File is encrypted" for members it only then finds encrypted
-        raise InputError("The ZIP is encrypted (password-protected): zip the test set without a password") from e
+        raise InputError("error.archive.encrypted") from e
     except (zipfile.LargeZipFile, EOFError, OSError) as e:
         if isinstance(e, InputError):
             raise
-        raise InputError(f"The ZIP is damaged and could not be unpacked ({type(e).__name__}): zip it again") from e
+        raise InputError("error.archive.damaged", error=type(e).__name__) from e
     return dest
 
 
@@ -112,7 +111,7 @@ def gather_files(files: Sequence[str | Path], dest: Path, *, max_members: int = 
         `dest`.
     """
     if len(files) > max_members:
-        raise InputError(f"The folder has {len(files)} files; the limit is {max_members}: split the test set")
+        raise InputError("error.archive.folder_too_many_files", count=len(files), limit=max_members)
     total = 0
     dest.mkdir(parents=True, exist_ok=True)
     for file in files:
@@ -121,7 +120,7 @@ def gather_files(files: Sequence[str | Path], dest: Path, *, max_members: int = 
             continue
         total += source.stat().st_size
         if total > max_bytes:
-            raise InputError(f"The folder holds more than {max_bytes / 1e9:.1f} GB: split the test set")
+            raise InputError("error.archive.folder_too_large", limit_gb=max_bytes / 1e9)
         target = dest / source.name
         if target.exists():
             continue
@@ -144,7 +143,7 @@ def open_data(source: str | Path | Sequence[str | Path], workspace: Workspace) -
     if path.is_dir():
         return path
     if not path.is_file():
-        raise InputError(f"{path} does not exist: give a ZIP file or a folder")
+        raise InputError("error.archive.missing", path=str(path))
     if not zipfile.is_zipfile(path):
-        raise InputError(f"{path.name} is not a ZIP archive: give a ZIP file or a folder")
+        raise InputError("error.archive.not_zip_file", name=path.name)
     return extract_zip(path, workspace.path / "data")

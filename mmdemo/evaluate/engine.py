@@ -63,14 +63,14 @@ class EvalRun:
 def check_request(runtime: Runtime, task_name: str, models: Sequence[str] | str | None) -> tuple[str, ...]:
     """The chosen task and models, checked before anything is read or run; InputError with the valid choices."""
     if task_name not in TASKS:
-        raise InputError(f"Unknown task {task_name!r}: choose one of {', '.join(TASKS)}")
+        raise InputError("error.eval.unknown_task", task=task_name, choices=", ".join(TASKS))
     if isinstance(models, str):
         models = models.split(",")
     chosen = tuple(dict.fromkeys(str(m).strip() for m in models or () if str(m).strip()))
     if not chosen:
-        raise InputError("No model chosen: pick 1 to 4 models to evaluate")
+        raise InputError("error.eval.no_model")
     if len(chosen) > MAX_MODELS:
-        raise InputError(f"{len(chosen)} models chosen; the limit is {MAX_MODELS}: remove some")
+        raise InputError("error.eval.too_many_models", count=len(chosen), limit=MAX_MODELS)
     task = registry.get(task_name)
     for model in chosen:
         if model not in task.extra_model_ids:
@@ -137,7 +137,7 @@ def raw_request(task: str, item: Item, model: str) -> dict[str, Any]:
     if task == "sentiment":
         return {"text": cells.get("text"), "image": media.get("image"), "audio": media.get("audio"),
                 registry.get("sentiment").compare_input: model}
-    raise InputError(f"Unknown task {task!r}")
+    raise InputError("error.eval.no_such_task", task=task)
 
 
 def _answer(task: str, result: Mapping[str, Any], item: Item) -> dict[str, Any]:
@@ -228,14 +228,12 @@ def evaluate(runtime: Runtime, task: str, models: Sequence[str] | str, source: s
     chosen = check_request(runtime, task, models)
     max_items = eval_item_limit(runtime.settings)
     if options.limit is not None and not 1 <= options.limit <= max_items:
-        raise InputError(f"The limit must be between 1 and {max_items} items (MMDEMO_MAX_EVAL_ITEMS), "
-                         f"got {options.limit}")
+        raise InputError("error.eval.limit_range", max_items=max_items, limit=options.limit)
     with Workspace() as workspace:
         root = open_data(source, workspace)
         items, skipped = load_items(task, root, max_items, options.limit)
         if task == "zero_shot" and not options.labels.strip() and not any(i.cells.get("labels") for i in items):
-            raise InputError("Zero-shot needs candidate labels: type them in the form (--labels in the CLI) "
-                             "or add a labels column to the manifest")
+            raise InputError("error.eval.labels_needed")
         items = _prepare(task, items, options)
         run = EvalRun(task, chosen, items, skipped_files=skipped)
         _run_models(runtime, run, on_progress, cancel)

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mmdemo.errors import InputError
+from mmdemo.i18n import Message
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
 MAX_MANIFEST_BYTES = 50_000_000  # far above any item limit's rows: a cap on reading, not the row limit
@@ -87,7 +88,7 @@ def find_manifest(root: Path) -> Path | None:
     for folder in (root, *_only_subfolder(root)):
         found = [folder / name for name in MANIFEST_NAMES if (folder / name).is_file()]
         if len(found) > 1:
-            raise InputError("The upload has both manifest.csv and manifest.jsonl: keep one")
+            raise InputError("error.manifest.two")
         if found:
             return found[0]
     return None
@@ -108,27 +109,25 @@ def read_rows(path: Path, *, max_rows: int, truncate: bool = False) -> list[dict
     """
     size = path.stat().st_size
     if size > MAX_MANIFEST_BYTES:
-        raise InputError(f"{path.name} is {size / 1e6:.0f} MB; the limit is {MAX_MANIFEST_BYTES / 1e6:.0f} MB: "
-                         f"split the test set")
+        raise InputError("error.manifest.too_large", name=path.name, size_mb=size / 1e6,
+                         limit_mb=MAX_MANIFEST_BYTES / 1e6)
     data = path.read_bytes()
     if b"\0" in data:
-        raise InputError(f"{path.name} is not a text file: save it as UTF-8 CSV or JSON lines")
+        raise InputError("error.manifest.binary", name=path.name)
     try:
         text = data.decode("utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is dropped, not refused
     except UnicodeDecodeError as e:
-        raise InputError(f"{path.name} is not UTF-8 text (byte {e.start}): save it as UTF-8 "
-                         "(in Excel: CSV UTF-8)") from e
+        raise InputError("error.manifest.not_utf8", name=path.name, byte=e.start) from e
     rows = _jsonl_rows(text, path.name) if path.suffix == ".jsonl" else _csv_rows(text, path.name)
     kept: list[dict[str, Any]] = []
     for row in rows:
         if len(kept) == max_rows:
             if truncate:
                 break
-            raise InputError(f"{path.name} has more than {max_rows} rows; the limit is {max_rows} "
-                             "(MMDEMO_MAX_EVAL_ITEMS): split the test set or run part of it")
+            raise InputError("error.manifest.too_many_rows", name=path.name, limit=max_rows)
         kept.append(row)
     if not kept:
-        raise InputError(f"{path.name} has no rows: add one row per test item below the header")
+        raise InputError("error.manifest.no_rows", name=path.name)
     return kept
 
 
@@ -137,19 +136,19 @@ def _csv_rows(text: str, name: str) -> Iterator[dict[str, Any]]:
     try:
         header = next(reader, None)
         if not header or not any(cell.strip() for cell in header):
-            raise InputError(f"{name} has no header row: start it with the column names, e.g. file,question")
+            raise InputError("error.manifest.no_header", name=name)
         columns = [cell.strip().lower() for cell in header]
         if len(set(columns)) != len(columns):
-            raise InputError(f"{name} names a column twice: {', '.join(columns)}")
+            raise InputError("error.manifest.duplicate_column", name=name, columns=", ".join(columns))
         for number, cells in enumerate(reader, start=2):
             if not any(cell.strip() for cell in cells):
                 continue  # a blank line
             if len(cells) > len(columns):
-                raise InputError(f"{name} line {number} has {len(cells)} cells but the header names "
-                                 f"{len(columns)} columns: quote cells that contain commas")
+                raise InputError("error.manifest.too_many_cells", name=name, line=number, cells=len(cells),
+                                 columns=len(columns))
             yield dict(zip(columns, cells))
     except csv.Error as e:
-        raise InputError(f"{name} is not valid CSV ({e}): save it again as CSV") from e
+        raise InputError("error.manifest.bad_csv", name=name, error=str(e)) from e
 
 
 def _jsonl_rows(text: str, name: str) -> Iterator[dict[str, Any]]:
@@ -159,9 +158,9 @@ def _jsonl_rows(text: str, name: str) -> Iterator[dict[str, Any]]:
         try:
             row = json.loads(line)
         except ValueError as e:
-            raise InputError(f"{name} line {number} is not JSON: write one object per line") from e
+            raise InputError("error.manifest.bad_json_line", name=name, line=number) from e
         if not isinstance(row, dict):
-            raise InputError(f"{name} line {number} is not a JSON object: write one object per line")
+            raise InputError("error.manifest.not_object", name=name, line=number)
         yield {str(key).strip().lower(): value for key, value in row.items()}
 
 
@@ -172,13 +171,15 @@ def check_columns(task: str, columns: Iterable[str], manifest_name: str) -> None
     unknown = sorted(given - spec.allowed)
     valid = ", ".join(sorted(spec.allowed))
     if unknown:
-        raise InputError(f"{manifest_name} has unknown column(s) {', '.join(unknown)} for {task}: use {valid}")
+        raise InputError("error.manifest.unknown_columns", name=manifest_name, columns=", ".join(unknown), task=task,
+                         valid=valid)
     missing = sorted(spec.required - given)
     if missing:
-        raise InputError(f"{manifest_name} lacks the column(s) {', '.join(missing)} that {task} needs: use {valid}")
+        raise InputError("error.manifest.missing_columns", name=manifest_name, columns=", ".join(missing), task=task,
+                         valid=valid)
     if spec.one_of and not spec.one_of & given:
-        raise InputError(f"{manifest_name} needs at least one of the columns {', '.join(sorted(spec.one_of))} "
-                         f"for {task}")
+        raise InputError("error.manifest.needs_one_of", name=manifest_name, columns=", ".join(sorted(spec.one_of)),
+                         task=task)
 
 
 def split_values(value: Any) -> tuple[str, ...]:
@@ -189,10 +190,11 @@ def split_values(value: Any) -> tuple[str, ...]:
 
 def _cell(value: Any, column: str, number: int) -> str:
     if isinstance(value, (dict, list, tuple)):
-        raise InputError(f"Row {number}: the {column} cell must be text, not {type(value).__name__}")
+        raise InputError("error.manifest.cell_not_text", row=number, column=column, kind=type(value).__name__)
     text = "" if value is None else str(value)
     if len(text) > MAX_CELL_CHARS:
-        raise InputError(f"Row {number}: the {column} cell is {len(text)} characters; the limit is {MAX_CELL_CHARS}")
+        raise InputError("error.manifest.cell_too_long", row=number, column=column, length=len(text),
+                         limit=MAX_CELL_CHARS)
     return text.strip()
 
 
@@ -238,8 +240,8 @@ def items_from_files(task: str, root: Path, *, max_items: int, truncate: bool = 
     names of the files skipped (other kinds, nested archives). More than `max_items` are refused, or with
     `truncate` only the first `max_items` kept."""
     if task in ("vqa", "sentiment"):
-        needs = "a question" if task == "vqa" else "a text or a label"
-        raise InputError(f"{task} needs a manifest.csv or manifest.jsonl ({needs} per row): add one to the upload")
+        needs = Message("error.manifest.needs.question" if task == "vqa" else "error.manifest.needs.text_or_label")
+        raise InputError("error.manifest.needed", task=task, needs=needs)
     wanted = "audio" if task == "speech" else "image"
     items: list[Item] = []
     skipped: list[str] = []
@@ -253,12 +255,13 @@ def items_from_files(task: str, root: Path, *, max_items: int, truncate: bool = 
         if len(items) == max_items:
             if truncate:
                 break
-            raise InputError(f"The upload has more than {max_items} {wanted} files; the limit is {max_items} "
-                             "(MMDEMO_MAX_EVAL_ITEMS): split the test set or run part of it")
+            raise InputError("error.manifest.too_many_files", limit=max_items,
+                             kind=Message(f"error.manifest.kind.{wanted}"))
         items.append(Item(len(items) + 1, relative, {wanted: path}, {"file": relative}))
     if not items:
-        raise InputError(f"The upload holds no {wanted} files ({task} reads "
-                         f"{', '.join(sorted(AUDIO_SUFFIXES if wanted == 'audio' else IMAGE_SUFFIXES))})")
+        suffixes = ", ".join(sorted(AUDIO_SUFFIXES if wanted == "audio" else IMAGE_SUFFIXES))
+        raise InputError("error.manifest.no_files", kind=Message(f"error.manifest.kind.{wanted}"), task=task,
+                         suffixes=suffixes)
     return items, skipped
 
 

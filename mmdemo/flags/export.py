@@ -33,13 +33,13 @@ MEDIA_COLUMN = {"vqa": "image", "captioning": "image", "zero_shot": "image", "sp
 def export(store: FlagStore, flags: Sequence[Mapping[str, Any]], target: Path) -> Path:
     """Write the flags as `target` (a .zip); raises InputError for an empty or mixed selection."""
     if not flags:
-        raise InputError("No flags to export: flag some results, or loosen the filters")
+        raise InputError("error.flags.none_to_export")
     tasks = sorted({str(flag.get("task")) for flag in flags})
     if len(tasks) > 1:
-        raise InputError(f"Export one task at a time (the selection has {', '.join(tasks)}): filter by task")
+        raise InputError("error.flags.mixed_tasks", tasks=", ".join(tasks))
     task = tasks[0]
     if task not in COLUMNS:
-        raise InputError(f"Flags of {task!r} cannot be exported as a test set")
+        raise InputError("error.flags.not_exportable", task=task)
     columns = COLUMNS[task]
     rows, members = [], {}
     for flag in flags:

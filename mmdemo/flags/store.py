@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mmdemo.errors import InputError, VisitorError
+from mmdemo.i18n import Message
 
 RATINGS = ("up", "down")
 MODES = ("single", "compare")
@@ -73,15 +74,16 @@ class FlagStore:
             InputError: a bad rating, mode, note or best model. FlagStoreError: the store is full or not writable.
         """
         if rating not in RATINGS:
-            raise InputError(f"Rating must be one of {', '.join(RATINGS)}, got {rating!r}")
+            raise InputError("error.flags.rating", choices=", ".join(RATINGS), rating=rating)
         if mode not in MODES:
-            raise InputError(f"Mode must be one of {', '.join(MODES)}, got {mode!r}")
-        note, correction = _text(note, "Note"), _text(correction, "Correct answer")
+            raise InputError("error.flags.mode", choices=", ".join(MODES), mode=mode)
+        note = _text(note, Message("error.field.note"))
+        correction = _text(correction, Message("error.field.correction"))
         models = [str(r.get("model", "")) for r in results]
         if not results:
-            raise InputError("There is no result to flag yet: run the model first")
+            raise InputError("error.flags.no_result")
         if best and best not in models:
-            raise InputError(f"The best model {best!r} is not one of the compared models")
+            raise InputError("error.flags.best_model", model=best)
         record = {
             "id": secrets.token_hex(8),
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -95,7 +97,7 @@ class FlagStore:
         with self._writing():
             size = self._size() + len(line)  # once per flag, under the lock; each new media file adds to it
             if size > self.max_bytes:
-                raise FlagStoreError(self._full())
+                raise self._full()
             for name, path in media.items():
                 if path:
                     record["media"][name], added = self._keep(Path(path), size)
@@ -124,12 +126,10 @@ class FlagStore:
                     finally:
                         fcntl.flock(lock, fcntl.LOCK_UN)
         except OSError as e:
-            raise FlagStoreError(f"The flag store cannot be written ({e.strerror or type(e).__name__}): "
-                                 "check MMDEMO_FLAG_DIR is a writable folder with free space") from e
+            raise FlagStoreError("error.flags.not_writable", reason=e.strerror or type(e).__name__) from e
 
-    def _full(self) -> str:
-        return (f"The flag store is full ({self.max_bytes / 1e6:.0f} MB, MMDEMO_FLAG_MAX_BYTES): no new flags until "
-                "some are exported and removed")
+    def _full(self) -> FlagStoreError:
+        return FlagStoreError("error.flags.full", size_mb=self.max_bytes / 1e6)
 
     def _keep(self, source: Path, size: int) -> tuple[dict[str, str], int]:
         """Copy an upload into media/ under its content hash (once), given the store's `size`; its reference and the
@@ -146,7 +146,7 @@ class FlagStore:
         if not target.exists():
             added = source.stat().st_size
             if size + added > self.max_bytes:
-                raise FlagStoreError(self._full())
+                raise self._full()
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
             try:
@@ -177,7 +177,7 @@ class FlagStore:
         except FileNotFoundError:
             return []
         except OSError as e:
-            raise FlagStoreError(f"The flag store cannot be read ({e.strerror}): check MMDEMO_FLAG_DIR") from e
+            raise FlagStoreError("error.flags.not_readable", reason=e.strerror) from e
         out = []
         for line in data.splitlines():
             try:
@@ -192,10 +192,10 @@ class FlagStore:
              since: str | None = None, until: str | None = None) -> list[dict[str, Any]]:
         """The flags matching every filter given, newest first. Dates are YYYY-MM-DD (UTC), both ends included."""
         if rating and rating not in RATINGS:
-            raise InputError(f"Rating must be one of {', '.join(RATINGS)}, got {rating!r}")
-        for name, value in (("Since", since), ("Until", until)):
+            raise InputError("error.flags.rating", choices=", ".join(RATINGS), rating=rating)
+        for name, value in (("error.field.since", since), ("error.field.until", until)):
             if value and not DATE.match(value):
-                raise InputError(f"{name} must be a date as YYYY-MM-DD, got {value[:40]!r}")
+                raise InputError("error.flags.date", what=Message(name), value=value[:40])
         found = [r for r in self.records()
                  if (not task or r.get("task") == task) and (not model or model in r.get("models", []))
                  and (not rating or r.get("rating") == rating)
@@ -205,11 +205,11 @@ class FlagStore:
 
     def get(self, flag_id: str) -> dict[str, Any]:
         if not FLAG_ID.match(str(flag_id)):
-            raise InputError(f"{str(flag_id)[:40]!r} is not a flag id (16 hex digits)")
+            raise InputError("error.flags.bad_id", flag_id=str(flag_id)[:40])
         for record in self.records():
             if record["id"] == flag_id:
                 return record
-        raise InputError(f"No flag {flag_id} in the store")
+        raise InputError("error.flags.no_such_flag", flag_id=flag_id)
 
     def media_path(self, reference: Mapping[str, Any]) -> Path:
         """The stored file of a media reference; refused unless it is a file under media/ (a hand-edited or
@@ -217,8 +217,7 @@ class FlagStore:
         media = (self.root / "media").resolve()
         path = (self.root / str(reference.get("file", ""))).resolve()
         if not path.is_relative_to(media) or not path.is_file():
-            raise InputError(f"A flag names a file outside the store ({str(reference.get('file'))[:60]!r}): "
-                             "it was not exported")
+            raise InputError("error.flags.outside_store", file=str(reference.get("file"))[:60])
         return path
 
 
@@ -227,10 +226,10 @@ def _ends_unfinished(fd: int) -> bool:
     return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
 
 
-def _text(value: Any, what: str) -> str:
+def _text(value: Any, what: Message) -> str:
     text = "" if value is None else str(value).strip()
     if len(text) > MAX_NOTE_CHARS:
-        raise InputError(f"{what} is {len(text)} characters long; the limit is {MAX_NOTE_CHARS}: shorten it")
+        raise InputError("error.text.too_long", what=what, length=len(text), limit=MAX_NOTE_CHARS)
     return text
 
 

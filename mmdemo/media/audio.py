@@ -15,6 +15,7 @@ import soxr
 
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
+from mmdemo.i18n import Message
 
 SPEECH_RATE = 16_000  # Hz: the rate speech models (Whisper, wav2vec2) are trained on
 MAX_AUDIO_CHANNELS = 8  # more channels than this is not a recording of speech
@@ -25,12 +26,13 @@ MAX_SAMPLES_PER_SECOND = 384_000
 SILENCE_PEAK = 10 ** (-60 / 20)  # peak amplitude below -60 dBFS counts as silence
 _AUDIO_BLOCK_FRAMES = 1 << 18  # frames decoded at a time, so memory follows the mono output, not the upload
 
-NO_AUDIO = "No audio: record or upload a clip"
-NOT_AUDIO = "This file is not audio that can be read: upload a WAV, FLAC, MP3 or OGG file"
-DAMAGED_AUDIO = "This audio file is damaged and could not be decoded: upload it again or convert it to WAV"
-EMPTY_AUDIO = "Audio has no samples: record again or upload a longer clip"
-INVALID_SAMPLES = "Audio contains invalid samples (NaN or infinity): export it again as 16-bit WAV"
-SILENT_AUDIO = "Audio is silent: record again or upload a clip with speech"
+# The English lines (what the API returns) of the commonest refusals, for callers that compare; raised by key.
+NO_AUDIO = str(Message("error.audio.missing"))
+NOT_AUDIO = str(Message("error.audio.not_audio"))
+DAMAGED_AUDIO = str(Message("error.audio.damaged"))
+EMPTY_AUDIO = str(Message("error.audio.no_samples"))
+INVALID_SAMPLES = str(Message("error.audio.invalid_samples"))
+SILENT_AUDIO = str(Message("error.audio.silent"))
 
 AudioInput = str | os.PathLike | tuple[int, np.ndarray] | None
 
@@ -85,7 +87,7 @@ def load_audio(
             f"max_seconds must be positive and target_rate within {AUDIO_RATES}, got {max_seconds}, {target_rate}"
         )
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise InputError(NO_AUDIO)
+        raise InputError("error.audio.missing")
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return _audio_from_array(value[0], value[1], max_seconds, target_rate)
     if isinstance(value, (str, os.PathLike)):
@@ -112,10 +114,10 @@ class _MonoStream:
     def add(self, block: np.ndarray) -> None:
         """Take a (frames, channels) float32 block."""
         if not np.isfinite(block).all():
-            raise InputError(INVALID_SAMPLES)
+            raise InputError("error.audio.invalid_samples")
         self.frames += len(block)
         if self.frames > self._max_frames:  # the header understated the length
-            raise InputError(f"Audio is longer than the {describe_duration(self._max_seconds)} limit: trim it")
+            raise InputError("error.audio.too_long", limit=describe_duration(self._max_seconds))
         mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
         mono = np.ascontiguousarray(mono, dtype=np.float32)
         self._parts.append(self._resampler.resample_chunk(mono) if self._resampler else mono)
@@ -123,13 +125,13 @@ class _MonoStream:
     def finish(self, channels: int) -> AudioClip:
         """The clip, once refused if it is empty or silent."""
         if self.frames == 0:
-            raise InputError(EMPTY_AUDIO)
+            raise InputError("error.audio.no_samples")
         if self._resampler:
             self._parts.append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
         samples = np.concatenate(self._parts)
         # Models see this peak as is: nothing here divides by it, so silence cannot blow up into noise.
         if samples.size == 0 or float(np.max(np.abs(samples))) < SILENCE_PEAK:
-            raise InputError(SILENT_AUDIO)
+            raise InputError("error.audio.silent")
         return AudioClip(
             samples=samples,
             source_rate=self._source_rate,
@@ -142,17 +144,14 @@ class _MonoStream:
 def _audio_from_array(rate: object, samples: object, max_seconds: float, target_rate: int) -> AudioClip:
     """Check and convert the (sample_rate, ndarray) pair a gr.Audio(type="numpy") component gives."""
     if samples is None:
-        raise InputError(NO_AUDIO)
+        raise InputError("error.audio.missing")
     if not isinstance(samples, np.ndarray):
         raise TypeError(f"Audio samples must be a numpy array, not {type(samples).__name__}")
     source_rate = _checked_rate(rate)
     if samples.ndim == 1:
         samples = samples[:, np.newaxis]
     if samples.ndim != 2 or not 1 <= samples.shape[1] <= MAX_AUDIO_CHANNELS:
-        raise InputError(
-            f"Audio array has shape {samples.shape}; expected (samples,) or (samples, channels) "
-            f"with at most {MAX_AUDIO_CHANNELS} channels"
-        )
+        raise InputError("error.audio.array_shape", shape=samples.shape, max_channels=MAX_AUDIO_CHANNELS)
     _check_duration(len(samples) / source_rate, max_seconds)
     scale = _sample_scale(samples.dtype)
     stream = _MonoStream(source_rate, target_rate, max_seconds)
@@ -170,9 +169,7 @@ def _sample_scale(dtype: np.dtype) -> Callable[[np.ndarray], np.ndarray]:
         return lambda block: block.astype(np.float32) / full_scale
     if dtype.kind == "f":
         return lambda block: block.astype(np.float32)
-    raise InputError(
-        f"Audio samples of type {dtype} are not supported: use int8, uint8, int16, int32 or float samples"
-    )
+    raise InputError("error.audio.sample_type", dtype=dtype)
 
 
 def _checked_rate(rate: object) -> int:
@@ -183,35 +180,27 @@ def _checked_rate(rate: object) -> int:
     except (TypeError, ValueError, OverflowError):
         valid = False
     if not valid:
-        raise InputError(
-            f"Audio sample rate {rate!r} Hz is not supported: use a rate between "
-            f"{AUDIO_RATES[0]:,} and {AUDIO_RATES[1]:,} Hz"
-        )
+        raise InputError("error.audio.rate", rate=rate, low=AUDIO_RATES[0], high=AUDIO_RATES[1])
     return as_int
 
 
 def _check_duration(seconds: float, max_seconds: float) -> None:
     if seconds > max_seconds:
-        raise InputError(
-            f"Audio is {describe_duration(seconds)} long; the limit is {describe_duration(max_seconds)}: trim it"
-        )
+        raise InputError("error.audio.too_long_by", duration=describe_duration(seconds),
+                         limit=describe_duration(max_seconds))
 
 
 def _check_header(rate: object, channels: int, frames: float | None, max_seconds: float) -> int:
     """Refuse from header facts alone (frames None: not declared); returns the sample rate."""
     source_rate = _checked_rate(rate)
     if not 1 <= channels <= MAX_AUDIO_CHANNELS:
-        raise InputError(
-            f"Audio has {channels} channels; at most {MAX_AUDIO_CHANNELS} are supported: mix it down to mono or stereo"
-        )
+        raise InputError("error.audio.channels", channels=channels, max_channels=MAX_AUDIO_CHANNELS)
     if source_rate * channels > MAX_SAMPLES_PER_SECOND:
-        raise InputError(
-            f"Audio has {channels} channel{'s' if channels > 1 else ''} at {source_rate:,} Hz, far more than speech "
-            "needs: export it as mono or stereo at 48 kHz"
-        )
+        count = Message(f"error.audio.channel_count.{'many' if channels > 1 else 'one'}", {"count": channels})
+        raise InputError("error.audio.too_dense", channels=count, rate=source_rate)
     if frames is not None:
         if frames <= 0:
-            raise InputError(EMPTY_AUDIO)
+            raise InputError("error.audio.no_samples")
         _check_duration(frames / source_rate, max_seconds)
     return source_rate
 
@@ -219,9 +208,9 @@ def _check_header(rate: object, channels: int, frames: float | None, max_seconds
 def _load_audio_file(path: Path, max_seconds: float, target_rate: int) -> AudioClip:
     """Check the header, then decode block by block with soundfile, or audioread for what it cannot read."""
     if not path.is_file():
-        raise InputError(NO_AUDIO)
+        raise InputError("error.audio.missing")
     if path.stat().st_size == 0:
-        raise InputError("This audio file is empty (0 bytes): record again or upload another file")
+        raise InputError("error.audio.empty_file")
     try:
         info = soundfile.info(str(path))
     except (soundfile.SoundFileError, RuntimeError):
@@ -233,7 +222,7 @@ def _load_audio_file(path: Path, max_seconds: float, target_rate: int) -> AudioC
             while len(block := file.read(_AUDIO_BLOCK_FRAMES, dtype="float32", always_2d=True)):
                 stream.add(block)
     except (soundfile.SoundFileError, RuntimeError) as e:
-        raise InputError(DAMAGED_AUDIO) from e
+        raise InputError("error.audio.damaged") from e
     return stream.finish(channels=info.channels)
 
 
@@ -251,9 +240,9 @@ def _load_audio_with_audioread(path: Path, max_seconds: float, target_rate: int)
             for block in _int16_frames(source, channels):
                 stream.add(block)
     except audioread.NoBackendError as e:
-        raise InputError(NOT_AUDIO) from e
+        raise InputError("error.audio.not_audio") from e
     except (audioread.DecodeError, OSError, EOFError) as e:
-        raise InputError(DAMAGED_AUDIO) from e
+        raise InputError("error.audio.damaged") from e
     return stream.finish(channels=channels)
 
 

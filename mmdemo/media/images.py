@@ -16,6 +16,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
+from mmdemo.i18n import Message
 
 MAX_IMAGE_SIDE = 4096  # pixels: longer sides are downscaled after decoding
 # Pixels: a JPEG decodes at 1/2, 1/4 or 1/8 scale (libjpeg's, at a fraction of the cost) while its shorter side
@@ -25,10 +26,11 @@ DECODE_SIDE = 1152
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "AVIF")
 _WHITE = (255, 255, 255)
 
-NO_IMAGE = "No image: upload an image or pick an example"
-NOT_AN_IMAGE = "This file is not an image that can be read: upload a PNG, JPEG, WebP, GIF, BMP or TIFF file"
-INVALID_PIXELS = "Image contains invalid values (NaN or infinity): save it again as PNG or JPEG"
-DAMAGED_IMAGE = "This image file is damaged or incomplete: upload it again or save it in another format"
+# The English lines (what the API returns) of the commonest refusals, for callers that compare; raised by key.
+NO_IMAGE = str(Message("error.image.missing"))
+NOT_AN_IMAGE = str(Message("error.image.not_an_image"))
+INVALID_PIXELS = str(Message("error.image.invalid_pixels"))
+DAMAGED_IMAGE = str(Message("error.image.damaged"))
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | None
 
@@ -58,7 +60,7 @@ def load_image(
         raise ValueError(f"max_pixels, max_side and decode_side must be positive, got {max_pixels}, {max_side} "
                          f"and {decode_side}")
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise InputError(NO_IMAGE)
+        raise InputError("error.image.missing")
     if isinstance(value, np.ndarray):
         return _fit_within(_to_rgb(_image_from_array(value, max_pixels)), max_side)
     if isinstance(value, Image.Image):
@@ -72,9 +74,9 @@ def load_image(
 def _load_image_file(path: Path, max_pixels: int, max_side: int, decode_side: int) -> Image.Image:
     """Open, check and decode an image file, closing it before returning."""
     if not path.is_file():
-        raise InputError(NO_IMAGE)
+        raise InputError("error.image.missing")
     if path.stat().st_size == 0:
-        raise InputError("This image file is empty (0 bytes): upload it again")
+        raise InputError("error.image.empty_file")
     try:
         # Pillow only warns between its own limit and twice that; a visitor's bomb should stop here.
         with warnings.catch_warnings():
@@ -85,11 +87,11 @@ def _load_image_file(path: Path, max_pixels: int, max_side: int, decode_side: in
                 # A plain in-memory image: the opened one still points at the file closed below.
                 return image.copy() if image is opened else image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InputError(_pixel_bomb_message(e, max_pixels)) from e
+        raise _pixel_bomb(e, max_pixels) from e
     except UnidentifiedImageError as e:
-        raise InputError(NOT_AN_IMAGE) from e
+        raise InputError("error.image.not_an_image") from e
     except OSError as e:
-        raise InputError(DAMAGED_IMAGE) from e
+        raise InputError("error.image.damaged") from e
 
 
 @functools.cache
@@ -104,7 +106,7 @@ def _clean_image(image: Image.Image, max_pixels: int, max_side: int, *, draft_si
     decodes at reduced scale where that keeps its shorter side at least `draft_side` (None: full scale)."""
     width, height = image.size
     if width * height > max_pixels:
-        raise InputError(_too_many_pixels(width, height, max_pixels))
+        raise _too_many_pixels(width, height, max_pixels)
     if image.tell() != 0:
         image.seek(0)
     if draft_side and image.format in ("JPEG", "MPO"):
@@ -116,10 +118,9 @@ def _clean_image(image: Image.Image, max_pixels: int, max_side: int, *, draft_si
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise
     except MemoryError as e:
-        message = f"This image is too large to decode here: upload one under {_describe_pixels(max_pixels)}"
-        raise InputError(message) from e
+        raise InputError("error.image.too_large_to_decode", limit=_describe_pixels(max_pixels)) from e
     except Exception as e:  # Pillow's decoders raise many types on crafted or cut-off files
-        raise InputError(DAMAGED_IMAGE) from e
+        raise InputError("error.image.damaged") from e
     return _fit_within(_to_rgb(_upright(image)), max_side)
 
 
@@ -147,15 +148,14 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     try:
         return image.convert("RGB")
     except ValueError as e:
-        message = f"Images in colour mode {mode} are not supported: save it as PNG or JPEG and upload again"
-        raise InputError(message) from e
+        raise InputError("error.image.colour_mode", mode=mode) from e
 
 
 def _high_depth_to_uint8(values: np.ndarray) -> np.ndarray:
     """Scale a 16-bit, 32-bit integer or float greyscale array to uint8 by the range its values use."""
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if not (math.isfinite(low) and math.isfinite(high)):
-        raise InputError(INVALID_PIXELS)
+        raise InputError("error.image.invalid_pixels")
     kind = values.dtype.kind
     if kind == "f" and low >= 0 and high <= 1:
         offset, factor = 0.0, 255.0
@@ -203,12 +203,12 @@ def _fit_within(image: Image.Image, max_side: int) -> Image.Image:
 def _image_from_array(array: np.ndarray, max_pixels: int) -> Image.Image:
     """A PIL image from an HxW or HxWx1/3/4 array of uint8, uint16, bool or float in [0, 1]."""
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))):
-        raise InputError(f"Image array has shape {array.shape}; expected height x width with 1, 3 or 4 channels")
+        raise InputError("error.image.array_shape", shape=array.shape)
     height, width = array.shape[:2]
     if height == 0 or width == 0:
-        raise InputError("Image has no pixels: upload an image or pick an example")
+        raise InputError("error.image.no_pixels")
     if width * height > max_pixels:
-        raise InputError(_too_many_pixels(width, height, max_pixels))
+        raise _too_many_pixels(width, height, max_pixels)
     pixels = _array_to_uint8(array)
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
@@ -226,32 +226,31 @@ def _array_to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype.kind == "f":
         low, high = float(array.min()), float(array.max())
         if not (math.isfinite(low) and math.isfinite(high)):
-            raise InputError(INVALID_PIXELS)
+            raise InputError("error.image.invalid_pixels")
         if low < 0 or high > 1:
-            raise InputError(f"Image values run from {low:g} to {high:g}; float images must be in [0, 1]: rescale them")
+            raise InputError("error.image.float_range", low=low, high=high)
         return _high_depth_to_uint8(array)
-    raise InputError(f"Image arrays of type {array.dtype} are not supported: use uint8, uint16 or float in [0, 1]")
+    raise InputError("error.image.array_type", dtype=array.dtype)
 
 
-def _describe_pixels(count: int) -> str:
-    """'4,096 pixels', '2.1 megapixels', '10,000 megapixels'."""
+def _describe_pixels(count: int) -> Message:
+    """'4,096 pixels', '2.1 megapixels', '10,000 megapixels' (in the visitor's language)."""
     if count < 1_000_000:
-        return f"{count:,} pixels"
+        return Message("error.image.size.pixels", {"count": count})
     megapixels = count / 1e6
-    return f"{megapixels:,.0f} megapixels" if megapixels >= 10 else f"{megapixels:.1f} megapixels"
+    key = "error.image.size.megapixels_many" if megapixels >= 10 else "error.image.size.megapixels"
+    return Message(key, {"megapixels": megapixels})
 
 
-def _too_many_pixels(width: int, height: int, max_pixels: int) -> str:
-    return (
-        f"Image is {width}x{height} pixels ({_describe_pixels(width * height)}); "
-        f"the limit is {_describe_pixels(max_pixels)}: resize it and upload again"
-    )
+def _too_many_pixels(width: int, height: int, max_pixels: int) -> InputError:
+    return InputError("error.image.too_many_pixels", width=width, height=height,
+                      size=_describe_pixels(width * height), limit=_describe_pixels(max_pixels))
 
 
-def _pixel_bomb_message(error: Exception, max_pixels: int) -> str:
+def _pixel_bomb(error: Exception, max_pixels: int) -> InputError:
     """Pillow's decompression-bomb refusal as one line; its message is the only place the size appears."""
     found = re.search(r"\((\d+) pixels\)", str(error))
-    size = _describe_pixels(int(found.group(1))) if found else "too large to open safely"
-    return f"Image is {size}; the limit is {_describe_pixels(max_pixels)}: resize it and upload again"
+    size = _describe_pixels(int(found.group(1))) if found else Message("error.image.size.unsafe")
+    return InputError("error.image.too_large", size=size, limit=_describe_pixels(max_pixels))
 
 

@@ -80,14 +80,13 @@ def read_config(path: Path) -> dict[str, Any]:
     try:
         return json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as e:
-        raise ModelUnavailableError(
-            f"{model_name(path)} has no readable config.json: is it a transformers checkpoint?") from e
+        raise ModelUnavailableError("error.model.no_config", model=model_name(path)) from e
 
 
 def architecture_of(path: Path) -> str:
     architectures = read_config(path).get("architectures") or []
     if not architectures:
-        raise ModelUnavailableError(f"The config.json in {path} names no architecture")
+        raise ModelUnavailableError("error.model.no_architecture", path=str(path))
     return architectures[0]
 
 
@@ -105,9 +104,8 @@ def require_architecture(path: Path, allowed: frozenset[str]) -> str:
     """The checkpoint's architecture, if it is one the asking task can drive."""
     architecture = architecture_of(path)
     if architecture not in allowed:
-        raise ModelUnavailableError(
-            f"This tab cannot run a {architecture} model; it supports {', '.join(sorted(allowed))}"
-        )
+        raise ModelUnavailableError("error.model.wrong_architecture", architecture=architecture,
+                                    supported=", ".join(sorted(allowed)))
     return architecture
 
 
@@ -116,7 +114,8 @@ def _model_class(architecture: str) -> type:
 
     cls = getattr(transformers, architecture, None)
     if cls is None:
-        raise ModelUnavailableError(f"transformers {transformers.__version__} has no {architecture}")
+        raise ModelUnavailableError("error.model.unknown_architecture", version=transformers.__version__,
+                                    architecture=architecture)
     return cls
 
 
@@ -334,9 +333,7 @@ def load_bundle(path: Path, *, device: str, dtype: torch.dtype, allowed: frozens
         processor, tokenizer = _load_processor(path, architecture)
         _check_vocabulary(tokenizer)
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
-        raise ModelUnavailableError(
-            f"Loading {model_name(path)} failed ({type(e).__name__}): its files look incomplete or corrupt"
-        ) from e
+        raise ModelUnavailableError("error.model.load_failed", model=model_name(path), error=type(e).__name__) from e
     model.eval()
     if quantize:
         model = quantize_linear(_off_the_file(model), quantize)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from mmdemo.errors import ModelUnavailableError
+from mmdemo.i18n import Message
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def local_model_dir(model_dir: Path, model_id: str) -> Path:
     """The directory `<model_dir>/<org>/<name>` for a model id, refusing ids that would escape it."""
     parts = model_id.split("/")
     if not model_id or any(part in {"", ".", ".."} for part in parts) or len(parts) > 2 or "\\" in model_id:
-        raise ModelUnavailableError(f"{model_id!r} is not a valid model id: use <org>/<name>")
+        raise ModelUnavailableError("error.model.invalid_id", model=model_id)
     return model_dir.joinpath(*parts)
 
 
@@ -111,10 +112,9 @@ class ModelLocator:
             cached = self._from_hub_cache(model_id, revision)
             if cached is not None:
                 return cached
-            why = "HF_HUB_OFFLINE is set" if hub_offline_by_setting() else "the Hugging Face hub is unreachable"
-            raise ModelUnavailableError(
-                f"{model_id} is not available offline ({why}): put the checkpoint in {local} or connect to the hub"
-            )
+            why = Message("error.model.why.offline_setting" if hub_offline_by_setting()
+                          else "error.model.why.unreachable")
+            raise ModelUnavailableError("error.model.offline", model=model_id, why=why, path=str(local))
         known = self._downloaded.get((model_id, revision))
         if known is not None and is_checkpoint_dir(known):
             return known
@@ -143,12 +143,10 @@ class ModelLocator:
                 path = Path(snapshot_download(model_id, revision=revision,
                                               allow_patterns=CHECKPOINT_PATTERNS + LEGACY_WEIGHT_PATTERNS))
         except (RepositoryNotFoundError, RevisionNotFoundError) as e:
-            raise ModelUnavailableError(f"{model_id} was not found on the Hugging Face hub: check the id") from e
+            raise ModelUnavailableError("error.model.not_found", model=model_id) from e
         except (HfHubHTTPError, OSError) as e:
-            raise ModelUnavailableError(
-                f"Downloading {model_id} failed ({type(e).__name__}): check the network or put it in "
-                f"{local_model_dir(self.model_dir, model_id)}"
-            ) from e
+            raise ModelUnavailableError("error.model.download_failed", model=model_id, error=type(e).__name__,
+                                        path=str(local_model_dir(self.model_dir, model_id))) from e
         if not is_checkpoint_dir(path):
-            raise ModelUnavailableError(f"{model_id} has no transformers weights (config.json + safetensors)")
+            raise ModelUnavailableError("error.model.no_weights", model=model_id)
         return path

@@ -90,10 +90,8 @@ class LocalPredictor:
         needed = sum(place.estimate for place in located.values())
         if len(specs) > 1 and needed > self.cache.budget_bytes:
             # Pinned one by one, the last load would wait for this request's own models: say so at once.
-            raise ModelTooLargeError(
-                f"This request needs {len(specs)} models ({needed / 1e9:.2f} GB together) but the memory budget is "
-                f"{self.cache.budget_bytes / 1e9:.2f} GB: raise MMDEMO_MEMORY_BUDGET or give fewer inputs"
-            )
+            raise ModelTooLargeError("error.memory.request_too_large", count=len(specs), size_gb=needed / 1e9,
+                                     budget_gb=self.cache.budget_bytes / 1e9)
         with ExitStack() as stack:
             yield {role: stack.enter_context(self._use(task, spec, located[role], on_load))
                    for role, spec in specs.items()}

@@ -62,7 +62,7 @@ def multiplexed_model_id(specs: Mapping[str, ModelSpec]) -> str:
     """The id Serve routes and caches by: `id[@revision]` for one model, `role=id[@revision];...` for a set."""
     for spec in specs.values():
         if any(mark in spec.id + (spec.revision or "") for mark in "=;@"):
-            raise InputError(f"Model id {spec.id!r} contains '=', ';' or '@': use a Hugging Face repository id")
+            raise InputError("error.serving.bad_model_id", model=spec.id)
     if set(specs) == {SINGLE_ROLE}:
         return _checkpoint(specs[SINGLE_ROLE])
     if not specs:

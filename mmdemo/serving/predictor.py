@@ -19,7 +19,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RayServeException
 
 from mmdemo.config import Settings
-from mmdemo.errors import BusyError, InputError
+from mmdemo.errors import BusyError, InputError, VisitorError
 from mmdemo.models.loading import ModelKey
 from mmdemo.runtime import OnLoad, Prediction
 from mmdemo.serving.board import existing_board
@@ -38,8 +38,7 @@ TEMPORARY_ERRORS = (RayActorError, BackPressureError, DeploymentUnavailableError
 
 
 def temporarily_unavailable(family: str) -> BusyError:
-    return BusyError(f"The {family} models are temporarily unavailable (a server is restarting or busy): "
-                     "try again in a few seconds")
+    return BusyError("error.serving.unavailable", family=family)
 
 
 class RayPredictor:
@@ -95,7 +94,9 @@ class RayPredictor:
                 response.cancel()
             log.warning("%s request failed for now: %s", family, e.__class__.__name__)
             raise temporarily_unavailable(family) from e
-        except RayTaskError:
+        except RayTaskError as e:
+            if isinstance(e.cause, VisitorError):  # a refusal the replica did not catch: the error itself, key kept
+                raise e.cause from e  # (Ray's wrapper would read as a traceback)
             raise  # the replica's own failure: logged and shown as unexpected by the UI
         except (RayServeException, RayError) as e:
             log.warning("%s request failed in Ray: %r", family, e)
@@ -124,7 +125,7 @@ class RayPredictor:
         try:
             reports = ray.get(board.reports.remote(), timeout=REPORT_TIMEOUT_S) if board is not None else []
         except (RayError, TimeoutError) as e:
-            raise BusyError("The model report is temporarily unavailable: refresh in a few seconds") from e
+            raise BusyError("error.serving.report_unavailable") from e
         entries = [entry for report in reports for entry in report["entries"]]
         devices = sorted({report["device"] for report in reports}) or ["remote"]
         dtypes = sorted({report["dtype"] for report in reports}) or ["remote"]
@@ -143,5 +144,4 @@ class RayPredictor:
         }
 
     def unload(self, model_id: str) -> int:
-        raise InputError("Unloading is not available with the Ray backend: each replica evicts its least recently "
-                         "used model when it needs room (max_models_per_replica in serve_config.yaml)")
+        raise InputError("error.serving.no_unload")

@@ -17,6 +17,7 @@ from PIL import Image
 
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
+from mmdemo.i18n import Message, has
 from mmdemo.media.pixels import reduce_for
 from mmdemo.models.loading import ModelBundle
 
@@ -76,6 +77,13 @@ class Task(ABC, Generic[InputsT]):
     extra_model_ids: ClassVar[tuple[str, ...]] = ()  # values of compare_input besides the curated ids (a lexicon)
 
     @property
+    def title_message(self) -> Message | str:
+        """The tab title in the visitor's language (`task.<name>.title`); the title itself for a task without a
+        catalogue entry (a test's throwaway task)."""
+        key = f"task.{self.name}.title"
+        return Message(key) if has(key) else self.title
+
+    @property
     def default_model(self) -> ModelSpec:
         return self.models[0]
 
@@ -89,7 +97,7 @@ class Task(ABC, Generic[InputsT]):
         if allow_custom and "/" in model_id:
             return ModelSpec(model_id.strip())
         choices = ", ".join(spec.id for spec in self.models)
-        raise InputError(f"Unknown model {model_id!r} for {self.title}: choose one of {choices}")
+        raise InputError("error.task.unknown_model", model=model_id, task=self.title_message, choices=choices)
 
     def models_needed(self, inputs: InputsT) -> Mapping[str, ModelSpec]:
         """The models one request needs, by role; most tasks need just their chosen model."""
@@ -160,12 +168,12 @@ def stacked_pixels(bundle: ModelBundle, batch: Sequence[Any]) -> torch.Tensor:
     return torch.from_numpy(image_pixels(bundle, [inputs.image for inputs in batch]))
 
 
-def clean_text(value: Any, *, what: str, max_chars: int, required: bool = True) -> str:
-    """Strip a text field and check its length; `what` names it in the error ("Question")."""
+def clean_text(value: Any, *, what: Message | str, max_chars: int, required: bool = True) -> str:
+    """Strip a text field and check its length; `what` names it in the error (`Message("error.field.question")`)."""
     text = "" if value is None else str(value)
     text = " ".join(text.split())
     if required and not text:
-        raise InputError(f"{what} is empty: type one")
+        raise InputError("error.text.empty", what=what)
     if len(text) > max_chars:
-        raise InputError(f"{what} is {len(text)} characters long; the limit is {max_chars}: shorten it")
+        raise InputError("error.text.too_long", what=what, length=len(text), limit=max_chars)
     return text

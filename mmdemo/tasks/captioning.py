@@ -14,6 +14,7 @@ from PIL import Image
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
 from mmdemo.explain.grads import explain_flag
+from mmdemo.i18n import Message, has
 from mmdemo.media import load_image
 from mmdemo.models.loading import ModelBundle
 from mmdemo.tasks.base import (
@@ -62,12 +63,14 @@ def _number(raw: Mapping[str, Any], name: str, default: float, low: float, high:
     value = raw.get(name)
     if value is None or value == "":
         return default
+    key = f"error.captioning.setting.{name}"
+    setting = Message(key) if has(key) else name.replace("_", " ").capitalize()
     try:
         number = kind(value)
     except (TypeError, ValueError):
-        raise InputError(f"{name.replace('_', ' ').capitalize()} must be a number, got {value!r}") from None
+        raise InputError("error.captioning.not_a_number", setting=setting, value=value) from None
     if not low <= number <= high:
-        raise InputError(f"{name.replace('_', ' ').capitalize()} must be between {low} and {high}, got {value}")
+        raise InputError("error.captioning.out_of_range", setting=setting, low=low, high=high, value=value)
     return number
 
 
@@ -87,7 +90,7 @@ class CaptioningTask(Task[CaptionInputs]):
     def validate(self, raw: Mapping[str, Any], settings: Settings) -> CaptionInputs:
         mode = str(raw.get("mode") or "beam").strip().lower()
         if mode not in DECODING_MODES:
-            raise InputError(f"Unknown decoding mode {mode!r}: choose {' or '.join(DECODING_MODES)}")
+            raise InputError("error.captioning.unknown_mode", mode=mode, choices=" or ".join(DECODING_MODES))
         options = CaptionOptions(
             mode=mode,
             num_beams=_number(raw, "num_beams", 3, 1, 8),
@@ -100,7 +103,7 @@ class CaptioningTask(Task[CaptionInputs]):
         return CaptionInputs(
             model=self.model_spec(raw.get("model"), allow_custom=settings.allow_custom_models),
             image=load_image(raw.get("image"), max_pixels=settings.max_image_pixels),
-            prefix=clean_text(raw.get("prefix"), what="Prefix", max_chars=200, required=False),
+            prefix=clean_text(raw.get("prefix"), what=Message("error.field.prefix"), max_chars=200, required=False),
             options=options,
             explain=explain_flag(raw.get("explain")),
         )

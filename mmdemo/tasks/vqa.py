@@ -14,6 +14,7 @@ from PIL import Image
 
 from mmdemo.config import Settings
 from mmdemo.explain.grads import explain_flag
+from mmdemo.i18n import Message
 from mmdemo.media import load_image
 from mmdemo.media.pixels import reduce_for
 from mmdemo.models.loading import ModelBundle
@@ -49,7 +50,8 @@ class VqaTask(Task[VqaInputs]):
         return VqaInputs(
             model=self.model_spec(raw.get("model"), allow_custom=settings.allow_custom_models),
             image=load_image(raw.get("image"), max_pixels=settings.max_image_pixels),
-            question=clean_text(raw.get("question"), what="Question", max_chars=settings.max_text_chars),
+            question=clean_text(raw.get("question"), what=Message("error.field.question"),
+                                max_chars=settings.max_text_chars),
             explain=explain_flag(raw.get("explain")),
         )
 

@@ -64,20 +64,20 @@ def parse_labels(text: Any, *, max_labels: int) -> tuple[str, ...]:
         label = " ".join(item.split())
         if label and label.casefold() not in seen:
             if len(label) > MAX_LABEL_CHARS:
-                raise InputError(f"Label {label[:20]!r}… is longer than {MAX_LABEL_CHARS} characters: shorten it")
+                raise InputError("error.zero_shot.label_too_long", label=label[:20], limit=MAX_LABEL_CHARS)
             seen.add(label.casefold())
             labels.append(label)
     if len(labels) < MIN_LABELS:
-        raise InputError(f"Give at least {MIN_LABELS} different labels, separated by commas or new lines")
+        raise InputError("error.zero_shot.too_few_labels", minimum=MIN_LABELS)
     if len(labels) > max_labels:
-        raise InputError(f"{len(labels)} labels given; the limit is {max_labels}: remove some")
+        raise InputError("error.zero_shot.too_many_labels", count=len(labels), limit=max_labels)
     return tuple(labels)
 
 
 def check_template(template: Any) -> str:
     text = " ".join(str(template or DEFAULT_TEMPLATE).split())
     if text.count("{}") != 1:
-        raise InputError("The prompt template must contain {} exactly once, where the label goes")
+        raise InputError("error.zero_shot.template")
     return text
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmdemo.config import Settings
+from mmdemo.i18n import Message
 from mmdemo.models.loading import ModelBundle
 from mmdemo.tasks.base import ModelSpec, Task, clean_text
 
@@ -28,7 +29,8 @@ class EchoTask(Task[EchoInputs]):
     architectures = frozenset()
 
     def validate(self, raw: Mapping[str, Any], settings: Settings) -> EchoInputs:
-        return EchoInputs(clean_text(raw.get("text"), what="Text", max_chars=settings.max_text_chars))
+        return EchoInputs(clean_text(raw.get("text"), what=Message("error.field.text"),
+                                     max_chars=settings.max_text_chars))
 
     def models_needed(self, inputs: EchoInputs) -> Mapping[str, ModelSpec]:
         return {}

@@ -11,20 +11,15 @@ from mmdemo.backends import create_runtime
 from mmdemo.config import Settings, model_admin_enabled
 from mmdemo.flags import open_store
 from mmdemo.runtime import Runtime
-from mmdemo.ui import api_only, chaining, evaluate_tab, gradio_patches, models_panel, review_tab
-from mmdemo.ui.common import TabParts
+from mmdemo.ui import api_only, chaining, evaluate_tab, gradio_patches, models_panel, page_language, review_tab
+from mmdemo.ui.common import TabParts, task_description, task_title
 from mmdemo.ui.compare_panel import Opener
+from mmdemo.ui.i18n import I18N, language_switch, message, t
 from mmdemo.ui.tabs import TABS
 
 log = logging.getLogger(__name__)
 
-HEADER = """<h1>mmdemo <span>multimodal transformers demos: images, speech and text</span></h1>
-<p><b>Click an example or upload your own file, then press the button.</b> {models}; every tab is also an API
-(<i>Use via API</i>, below).</p>"""
-WHERE_MODELS_RUN = {
-    "local": "Models load on first use and are shared by all tabs",
-    "ray": "Models run on a Ray Serve cluster, each family of tabs on replicas of its own",
-}
+WHERE_MODELS_RUN = {"local": "app.models.local", "ray": "app.models.ray"}  # catalogue keys, by backend
 
 # What keeps every tab compact enough for a 1280×800 laptop screen (examples and the Run button without scrolling)
 # and usable in a 400 px phone window.
@@ -32,6 +27,12 @@ CSS = """
 /* width: 100% stops a narrow window from growing to the content's width (the page would scroll sideways) */
 .gradio-container { max-width: 1280px !important; width: 100%; margin: 0 auto !important; padding-top: 8px !important; }
 #mm-header h1 { font-size: 1.6rem; margin: 0 0 2px 0; }
+/* the language switch sits in the header's top right corner, taking no height of its own */
+.gradio-container { position: relative; }
+#mm-language { position: absolute !important; top: 8px; right: clamp(12px, 2.5vw, 32px); width: auto !important;
+               z-index: 10; background: transparent !important; }
+#mm-language .wrap { gap: 4px !important; }
+#mm-language label { padding: 2px 8px !important; margin: 0 !important; }
 #mm-header h1 span { font-size: 1rem; font-weight: 400; opacity: 0.7; margin-left: 6px; }
 #mm-header p { margin: 0; font-size: 0.9rem; }
 .mm-lead p { margin: 0; }
@@ -50,9 +51,11 @@ CSS = """
 @media (max-width: 640px) { #mm-header h1 span { display: block; margin-left: 0; } }
 """
 
-# The look of the app: passed to launch() (Gradio 6 takes theme and CSS there, not in Blocks), also by tests.
-# Soft's fonts ship with Gradio, so an offline browser fetches nothing from outside.
-STYLE = {"theme": gr.themes.Soft(spacing_size="sm"), "css": CSS}
+# The look and the languages of the app: passed to launch() (Gradio 6 takes theme and CSS there, not in Blocks), also
+# by tests. Soft's fonts ship with Gradio, so an offline browser fetches nothing from outside. The middleware puts the
+# script that picks the page's language before Gradio's own (mmdemo.ui.page_language).
+STYLE = {"theme": gr.themes.Soft(spacing_size="sm"), "css": CSS, "i18n": I18N,
+         "app_kwargs": page_language.app_kwargs()}
 
 
 def build_demo(runtime: Runtime) -> gr.Blocks:
@@ -60,8 +63,9 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
     # Sessions that render no block's config up front, a queue that waits for requests rather than looking every
     # millisecond: on the Gradio version the patches were written for (else Gradio's own, and one warning).
     gradio_patches.install()
-    with gr.Blocks(title="mmdemo: multimodal transformers demos", delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(HEADER.format(models=WHERE_MODELS_RUN[runtime.settings.backend]), elem_id="mm-header")
+    with gr.Blocks(title=t("app.title"), delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(t("app.header", models=message(WHERE_MODELS_RUN[runtime.settings.backend])), elem_id="mm-header")
+        language_switch()
         parts: dict[str, TabParts] = {}  # task name -> its tab's components, for what links the tabs
         with gr.Tabs() as tabs:
             for name in registry.names():
@@ -70,18 +74,17 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
                     if registry.get(name).has_tab:
                         log.warning("Task %s has no tab builder; it is available through Runtime only", name)
                     continue
-                task = registry.get(name)
-                with gr.Tab(task.title, id=name, elem_id=f"{name}-tab"):
-                    gr.Markdown(task.description, elem_classes="mm-lead")
+                with gr.Tab(task_title(name), id=name, elem_id=f"{name}-tab"):
+                    gr.Markdown(task_description(name), elem_classes="mm-lead")
                     parts[name] = build_tab(runtime)
             chaining.link(parts, tabs)  # buttons that carry an image, a transcript, a caption between the tabs
-            with gr.Tab("Evaluate", id="evaluate", elem_id="evaluate-tab"):
+            with gr.Tab(t("tab.evaluate"), id="evaluate", elem_id="evaluate-tab"):
                 evaluate_tab.build(runtime, Opener(parts, tabs))
             store = open_store(runtime.settings)
             if store is not None and model_admin_enabled(runtime.settings):  # flags hold visitors' uploads
-                with gr.Tab("Review", id="review", elem_id="review-tab"):
+                with gr.Tab(t("tab.review"), id="review", elem_id="review-tab"):
                     review_tab.build(store, parts, tabs)
-            with gr.Tab("Models", id="models", elem_id="models-tab") as models_tab:
+            with gr.Tab(t("tab.models"), id="models", elem_id="models-tab") as models_tab:
                 report_fn, report, views = models_panel.build(runtime)
         models_tab.select(report_fn, outputs=report, api_visibility="private").then(
             models_panel.render, inputs=report, outputs=views, api_visibility="private")

@@ -14,11 +14,14 @@ from typing import Any
 import gradio as gr
 from gradio import utils as gradio_utils
 
-from mmdemo import registry
+from mmdemo import i18n, registry
+from mmdemo.errors import InputError
 from mmdemo.ui.common import TabParts
+from mmdemo.ui.i18n import localized, message, t
 
 IMAGE_TABS = ("vqa", "captioning", "zero_shot", "sentiment")  # tabs with an "image" input, in button order
-SHORT_TITLES = {"vqa": "VQA", "captioning": "Captioning", "zero_shot": "Zero-shot", "sentiment": "Sentiment"}
+# Catalogue keys: a target tab's button is chaining.to.<task>; the Share button names the task with
+# chaining.task.<task> where there is one (else the task's own title).
 COPY = "(value) => value"  # the browser-side step: the source's value, as it is, into the target
 MAX_SUGGESTED_LABELS = 8
 
@@ -87,15 +90,22 @@ def _send(button: gr.Button, source: gr.components.Component, target: gr.compone
         _select(tab), outputs=tabs, api_visibility="private", queue=False)
 
 
+@localized(what=message("chaining.suggest"))
 def suggest_labels(result: dict[str, Any] | None) -> str:
     """Zero-shot labels from the caption in a captioning result (at least two: zero-shot needs them)."""
     caption = (result or {}).get("caption") or ""
     if not caption:
-        raise gr.Error("Caption an image first: the labels come from the caption's nouns", print_exception=False)
+        raise InputError("error.chaining.no_caption")
     nouns = caption_nouns(caption)
     if len(nouns) < 2:
-        gr.Info(f"The caption {caption!r} gives fewer than two nouns: add labels of your own")
+        gr.Info(i18n.text("chaining.few_nouns", caption=caption))
     return ", ".join(nouns)
+
+
+def _share_text(task_name: str) -> Any:
+    """The Share button's text, naming the task in the visitor's language where the catalogue has its name."""
+    key = f"chaining.task.{task_name}"
+    return t("chaining.share", task=message(key) if i18n.has(key) else registry.get(task_name).title.lower())
 
 
 def link(parts: dict[str, TabParts], tabs: gr.Tabs) -> None:
@@ -104,26 +114,26 @@ def link(parts: dict[str, TabParts], tabs: gr.Tabs) -> None:
     for source in image_tabs:
         image = parts[source].inputs["image"]
         with _column_of(image), gr.Row(elem_classes="mm-send-row"):
-            gr.Markdown("Use this image in", elem_classes="mm-send-label")
+            gr.Markdown(t("chaining.use_image_in"), elem_classes="mm-send-label")
             for target in image_tabs:
                 if target != source:
-                    button = gr.Button(SHORT_TITLES[target], size="sm", min_width=60,
+                    button = gr.Button(t(f"chaining.to.{target}"), size="sm", min_width=60,
                                        elem_id=f"send-{source}-to-{target}")
                     _send(button, image, parts[target].inputs["image"], tabs, target)
     if "speech" in parts and "sentiment" in parts and "transcript" in parts["speech"].outputs:
         transcript = parts["speech"].outputs["transcript"]
         with _column_of(transcript):
-            button = gr.Button("Analyse the sentiment", size="sm", elem_id="speech-to-sentiment")
+            button = gr.Button(t("chaining.to_sentiment"), size="sm", elem_id="speech-to-sentiment")
         _send(button, transcript, parts["sentiment"].inputs["text"], tabs, "sentiment")
     if "captioning" in parts:
         captioning = parts["captioning"]
         with _column_of(captioning.result), gr.Row():
             if "vqa" in parts:
-                ask = gr.Button("Ask about it", size="sm", elem_id="captioning-ask")
+                ask = gr.Button(t("chaining.ask"), size="sm", elem_id="captioning-ask")
                 _send(ask, captioning.inputs["image"], parts["vqa"].inputs["image"], tabs, "vqa")
             if "zero_shot" in parts:
                 zero_shot = parts["zero_shot"]
-                suggest = gr.Button("Suggest labels", size="sm", elem_id="captioning-suggest-labels")
+                suggest = gr.Button(t("chaining.suggest"), size="sm", elem_id="captioning-suggest-labels")
                 suggest.click(None, inputs=captioning.inputs["image"], outputs=zero_shot.inputs["image"], js=COPY,
                               api_visibility="private", queue=False).then(
                     suggest_labels, inputs=captioning.result, outputs=zero_shot.inputs["labels"],
@@ -133,4 +143,4 @@ def link(parts: dict[str, TabParts], tabs: gr.Tabs) -> None:
         # On a Space, a link that reopens the page with this session's inputs and results.
         for name, tab_parts in parts.items():
             with _column_of(tab_parts.result):
-                gr.DeepLinkButton(f"Share this {registry.get(name).title.lower()} result", size="sm")
+                gr.DeepLinkButton(_share_text(name), size="sm")

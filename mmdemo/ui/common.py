@@ -12,13 +12,15 @@ from typing import Any
 import gradio as gr
 
 from mmdemo import registry
-from mmdemo.errors import InputError, VisitorError
+from mmdemo.errors import InputError
 from mmdemo.flags import open_store
+from mmdemo.i18n import has as has_text
 from mmdemo.media import load_image
 from mmdemo.runtime import Runtime
 from mmdemo.tasks.base import Task
 from mmdemo.ui import compare_panel, flag_row
 from mmdemo.ui.compare_panel import ComparePanel
+from mmdemo.ui.i18n import localized, message, t
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +51,22 @@ def examples(task_name: str, rows: Sequence[Sequence[Any]], inputs: Sequence[gr.
         visible_columns: the inputs shown in the examples' table (default all); hidden ones are still filled in.
     """
     return gr.Examples([list(row) for row in rows], inputs=list(inputs),
-                       label="Examples: click one to fill in the inputs", elem_id=f"{task_name}-examples",
+                       label=t("ui.examples"), elem_id=f"{task_name}-examples",
                        visible_columns=list(visible_columns) if visible_columns is not None else None)
 
 
 def result_json() -> gr.JSON:
     """The plain result the API returns, folded away under the rendered views."""
-    with gr.Accordion("Result as JSON (what the API returns)", open=False):
+    with gr.Accordion(t("ui.result_json"), open=False):
         return gr.JSON(show_label=False)
 
 
-def model_dropdown(runtime: Runtime, task_name: str, *, label: str = "Model",
+def model_dropdown(runtime: Runtime, task_name: str, *, label: Any = None,
                    extra: Sequence[tuple[str, str, bool]] = ()) -> gr.Dropdown:
     """The task's curated models; offline, each says whether it is on this machine and the default is one that is.
 
     Args:
+        label: the dropdown's label (a `t(...)` text; default "Model").
         extra: more (id, note, available offline) choices after the curated ones, e.g. a lexicon backend.
     """
     choices = [(c.spec.id, c.spec.note, c.available_offline) for c in runtime.model_choices(task_name)]
@@ -73,15 +76,21 @@ def model_dropdown(runtime: Runtime, task_name: str, *, label: str = "Model",
     if offline:
         value = next((model_id for model_id, _, local in choices if local), value)
 
-    def title(model_id: str, note: str, local: bool) -> str:
-        mark = "✓ " if offline and local else ""
-        missing = " (not on this machine)" if offline and not local else ""
-        return f"{mark}{model_id}{missing} · {note}" if note else f"{mark}{model_id}{missing}"
+    def title(model_id: str, note: str, local: bool) -> Any:
+        missing = offline and not local
+        if not note:
+            return t("ui.model.missing", model=model_id) if missing else model_id
+        # A curated model's note in the visitor's language (the catalogue's English note is the spec's: a test).
+        shown = message(f"model.note.{model_id}") if has_text(f"model.note.{model_id}") \
+            else note
+        if missing:
+            return t("ui.model.choice.missing", model=model_id, note=shown)
+        return t("ui.model.choice", mark="✓ " if offline else "", model=model_id, note=shown)
 
     return gr.Dropdown(
         choices=[(title(*choice), choice[0]) for choice in choices],
         value=value,
-        label=label,
+        label=label if label is not None else t("ui.model"),
         allow_custom_value=runtime.settings.allow_custom_models,
     )
 
@@ -90,8 +99,9 @@ def image_input(**kwargs: Any) -> gr.Image:
     """A gr.Image whose unreadable uploads fail with the media module's one-line reason.
 
     gr.Image opens every upload with Pillow before the handler runs; on a file that is not an image the
-    visitor would otherwise get Gradio's generic "the app raised an exception". The wrapper is set on the
-    instance: subclassing a Gradio component makes Gradio write a .pyi stub next to this module.
+    visitor would otherwise get Gradio's generic "the app raised an exception". The wrapper passes such a file on
+    to the handler, whose validation (`media.load_image`) refuses it. The wrapper is set on the instance:
+    subclassing a Gradio component makes Gradio write a .pyi stub next to this module.
     """
     # image_mode=None: the upload reaches media.load_image as sent. Gradio's default converts (and re-saves) every
     # non-RGB image first: transparency onto black, 16-bit clipped, and a tiny 1-bit bomb decoded in full.
@@ -101,44 +111,42 @@ def image_input(**kwargs: Any) -> gr.Image:
     def preprocess(payload: Any) -> Any:
         try:
             return gradio_preprocess(payload)
-        except Exception as e:
+        except Exception:
             path = getattr(payload, "path", None)
             if not path:
                 raise
             try:
                 load_image(path)
-            except InputError as reason:
-                raise gr.Error(str(reason), print_exception=False) from e
+            except InputError:
+                # The handler's own validation refuses the file with the same reason, in the visitor's language
+                # (preprocessing runs before the handler, outside the request's language).
+                return path
             raise
 
     image.preprocess = preprocess  # type: ignore[method-assign]
     return image
 
 
-def run_task(runtime: Runtime, task_name: str, raw: dict[str, Any], progress: gr.Progress) -> dict[str, Any]:
-    """Run one request; visitor-facing failures become a one-line gr.Error, others are logged."""
-    task = registry.get(task_name)
+def task_title(task_name: str) -> Any:
+    """The task's title for the visitor (its catalogue text; a task without one, e.g. a plug-in's, its own title)."""
+    key = f"task.{task_name}.title"
+    return t(key) if has_text(key) else registry.get(task_name).title
 
-    def on_load(model_id: str) -> None:
-        progress(0, desc=f"Loading {model_id}… (first use of this model)")
 
-    try:
-        return runtime.run(task_name, raw, on_load=on_load)
-    except VisitorError as e:
-        raise gr.Error(str(e), print_exception=False) from e
-    except Exception as e:
-        log.exception("%s failed", task_name)
-        raise gr.Error(
-            f"{task.title} failed unexpectedly ({type(e).__name__}); the error was logged: try another input or model",
-            print_exception=False,
-        ) from e
+def task_description(task_name: str) -> Any:
+    key = f"task.{task_name}.description"
+    return t(key) if has_text(key) else registry.get(task_name).description
 
 
 def task_endpoint(runtime: Runtime, task_name: str, names: Sequence[str]) -> Callable[..., dict[str, Any]]:
-    """A Gradio handler taking the tab's inputs positionally, in the order of `names`."""
+    """A Gradio handler taking the tab's inputs positionally, in the order of `names`: one request through the
+    runtime, its errors one line in the visitor's language (unexpected ones logged)."""
 
     def handler(*values: Any, progress: gr.Progress = gr.Progress()) -> dict[str, Any]:
-        return run_task(runtime, task_name, dict(zip(names, values)), progress)
+        def on_load(model_id: str) -> None:
+            progress(0, desc=t("ui.loading_model", model=model_id))
+
+        return runtime.run(task_name, dict(zip(names, values)), on_load=on_load)
 
     handler.__name__ = task_name
     # The API's parameters carry the input names (image, question, ...), so clients can also call by keyword.
@@ -146,7 +154,7 @@ def task_endpoint(runtime: Runtime, task_name: str, names: Sequence[str]) -> Cal
         [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names]
         + [inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress())]
     )
-    return handler
+    return localized(handler, what=registry.get(task_name).title_message)
 
 
 def provenance_line(result: dict[str, Any] | None) -> str:
@@ -199,9 +207,11 @@ def wire(
         show_progress_on=list(views),
         **concurrency(runtime, task_name),
     )
-    event.success(render, inputs=result, outputs=list(views), api_visibility="private", queue=False)
+    # Rendered in the visitor's language: render functions write their notes with `t`.
+    event.success(localized(render), inputs=result, outputs=list(views), api_visibility="private", queue=False)
     # A failed run leaves no stale result next to its error message.
-    event.failure(lambda: (None, *render(None)), outputs=[result, *views], api_visibility="private", queue=False)
+    event.failure(localized(lambda: (None, *render(None))), outputs=[result, *views], api_visibility="private",
+                  queue=False)
     parts = TabParts(task_name, dict(inputs), result)
     # Under the result: flags (where flagging is on) and, for tasks with a compare view, compare mode.
     store = open_store(runtime.settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import itertools
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,13 +11,13 @@ from typing import Any
 import gradio as gr
 
 from mmdemo import registry
-from mmdemo.compare import MAX_MODELS, compare, same_answer, short_name
-from mmdemo.errors import VisitorError
+from mmdemo.compare import MAX_MODELS, comparison, result_summary, same_answer, short_name
+from mmdemo.errors import InputError
 from mmdemo.flags import FlagStore
+from mmdemo.i18n import Message
 from mmdemo.runtime import Runtime
 from mmdemo.ui import flag_row
-
-log = logging.getLogger(__name__)
+from mmdemo.ui.i18n import localized, message, t
 
 DIFF_COLORS = {"added": "#16a34a", "removed": "#dc2626", "differs": "#d97706"}
 DIFF_NAMES = {"+": "added", "-": "removed"}
@@ -42,17 +41,23 @@ class ComparePanel:
     accordion: gr.Accordion
     rerun: gr.State  # a new value starts the compare (the Review tab re-runs a flag this way)
     result: gr.JSON
-    run: Callable[..., Any]
+    run: Callable[..., Any]  # (models, *the tab's other inputs) -> (the /compare result, failed models' errors)
     views: list[gr.components.Component]
-    render: Callable[[dict[str, Any] | None], list[Any]]
+    render: Callable[..., list[Any]]  # (result, errors) -> the views' values
 
 
-def model_picker_choices(model_input: gr.components.Component) -> tuple[list[tuple[str, str]], list[str]]:
-    """The compare picker's choices: the tab's own model picker's; the default, its first two that can load here."""
+def model_picker_choices(runtime: Runtime, task_name: str, model_input: gr.components.Component
+                         ) -> tuple[list[tuple[str, str]], list[str]]:
+    """The compare picker's choices: the tab's own model picker's (a translated name as its marker's text, which
+    the page translates); the default, its first two that can load here."""
     choices = [(str(label), str(value)) for label, value in getattr(model_input, "choices", [])]
-    offline_marked = [value for label, value in choices if label.startswith("✓")]
-    default = (offline_marked if len(offline_marked) >= 2 else [value for _, value in choices])[:2]
-    return choices, default
+    values = [value for _, value in choices]
+    if not runtime.hub_reachable():  # offline: the models on this machine first
+        here = {c.spec.id for c in runtime.model_choices(task_name) if c.available_offline}
+        here |= set(registry.get(task_name).extra_model_ids)
+        local = [value for value in values if value in here]
+        values = local if len(local) >= 2 else values
+    return choices, values[:2]
 
 
 def build(runtime: Runtime, task_name: str, inputs: dict[str, gr.components.Component],
@@ -61,13 +66,13 @@ def build(runtime: Runtime, task_name: str, inputs: dict[str, gr.components.Comp
     store, a flag row (with "best") under the columns."""
     task = registry.get(task_name)
     names = [name for name in inputs if name != task.compare_input]
-    choices, default = model_picker_choices(inputs[task.compare_input])
-    with gr.Accordion("Compare models side by side", open=False, elem_id=f"{task_name}-compare") as accordion:
+    choices, default = model_picker_choices(runtime, task_name, inputs[task.compare_input])
+    with gr.Accordion(t("compare.title"), open=False, elem_id=f"{task_name}-compare") as accordion:
         with gr.Row(equal_height=False):
             picker = gr.Dropdown(choices, value=default, multiselect=True, max_choices=MAX_MODELS, scale=4,
-                                 label=f"Models to compare (2 to {MAX_MODELS}); the same input runs on each",
-                                 elem_id=f"{task_name}-compare-models")
-            button = gr.Button("Compare", variant="primary", scale=0, min_width=160, elem_id=f"{task_name}-compare-run")
+                                 label=t("compare.models", max=MAX_MODELS), elem_id=f"{task_name}-compare-models")
+            button = gr.Button(t("compare.button"), variant="primary", scale=0, min_width=160,
+                               elem_id=f"{task_name}-compare-run")
         summary = gr.Markdown(elem_id=f"{task_name}-compare-summary")
         columns = []
         with gr.Row(equal_height=False):
@@ -80,28 +85,16 @@ def build(runtime: Runtime, task_name: str, inputs: dict[str, gr.components.Comp
                         gr.Label(num_top_classes=3, show_label=False, visible=False),
                         gr.Markdown(),
                     ))
-        with gr.Accordion("Comparison as JSON (what /compare returns)", open=False):
+        with gr.Accordion(t("compare.result_json"), open=False):
             result = gr.JSON(show_label=False)
+        errors = gr.State({})  # model -> its column's error as a Message, shown in the visitor's language
         best = flag_row.build(store, task_name, inputs, result, mode="compare") if store else None
 
-    def run(models: list[str] | None, *values: Any, progress: gr.Progress = gr.Progress()) -> dict[str, Any]:
+    def run(models: list[str] | None, *values: Any, progress: gr.Progress = gr.Progress()
+            ) -> tuple[dict[str, Any], dict[str, Message]]:
         raw = dict(zip(names, values))
-        count = max(len(models or []), 1)
-        done = [0]
-
-        def say(message: str) -> None:
-            if message.startswith("Running"):
-                done[0] += 1
-            progress((done[0] - 1) / count, desc=message)
-
-        try:
-            return compare(runtime, task_name, raw, models or [], say)
-        except VisitorError as e:
-            raise gr.Error(str(e), print_exception=False) from e
-        except Exception as e:
-            log.exception("compare on %s failed", task_name)
-            raise gr.Error(f"Compare failed unexpectedly ({type(e).__name__}); the error was logged",
-                           print_exception=False) from e
+        done = comparison(runtime, task_name, raw, models or [], lambda line, fraction: progress(fraction, desc=line))
+        return done.result, done.errors
 
     views: list[gr.components.Component] = [summary]
     for column in columns:
@@ -109,42 +102,47 @@ def build(runtime: Runtime, task_name: str, inputs: dict[str, gr.components.Comp
     if best is not None:
         views.append(best)
 
-    def render(out: dict[str, Any] | None) -> list[Any]:
+    def render(out: dict[str, Any] | None, failures: Mapping[str, Message] | None = None) -> list[Any]:
         values: list[Any] = [_summary_line(out)]
         results = (out or {}).get("results", [])
         for number in range(MAX_MODELS):
-            values += _column(task_name, out, results[number]) if number < len(results) else _hidden()
+            values += _column(task_name, out, results[number], failures or {}) if number < len(results) else _hidden()
         if best is not None:
             values.append(gr.Radio([(short_name(r["model"]), r["model"]) for r in results], value=None))
         return values
 
     rerun = gr.State("")
-    gr.on([button.click, rerun.change], run, inputs=[picker, *(inputs[name] for name in names)], outputs=result,
-          show_progress_on=[summary], concurrency_id="models", concurrency_limit=runtime.settings.concurrency,
-          api_visibility="private",
-          ).then(render, inputs=result, outputs=views, api_visibility="private", queue=False)
+    run = localized(run, what=message("compare.what"))
+    render = localized(render)
+    gr.on([button.click, rerun.change], run, inputs=[picker, *(inputs[name] for name in names)],
+          outputs=[result, errors], show_progress_on=[summary], concurrency_id="models",
+          concurrency_limit=runtime.settings.concurrency, api_visibility="private",
+          ).then(render, inputs=[result, errors], outputs=views, api_visibility="private", queue=False)
     return ComparePanel(picker, button, accordion, rerun, result, run, views, render)
 
 
 def _summary_line(out: dict[str, Any] | None) -> str:
+    """The agreement in the request's language (rendered from the result's fields; its "summary" is English)."""
     if not out:
         return ""
     agreement = out["agreement"]
     mark = "✅" if agreement["agree"] else "⚠️"
-    legend = (" <small>(marked words: green only in that column, red only in the first column)</small>"
-              if agreement.get("diff") else "")
-    return f"{mark} **{html.escape(agreement['summary'])}**{legend}"
+    legend = f" <small>{html.escape(t('compare.legend'))}</small>" if agreement.get("diff") else ""
+    return f"{mark} **{html.escape(result_summary(out).render())}**{legend}"
 
 
 def _hidden() -> list[Any]:
     return [gr.Column(visible=False), "", None, gr.Label(value=None, visible=False), ""]
 
 
-def _column(task_name: str, out: dict[str, Any], entry: dict[str, Any]) -> list[Any]:
+def _column(task_name: str, out: dict[str, Any], entry: dict[str, Any], failures: Mapping[str, Message]
+            ) -> list[Any]:
     model = entry["model"]
     header = f"**{html.escape(short_name(model))}** · {entry['ms']:.0f} ms<br><small>{html.escape(model)}</small>"
     if entry.get("result") is None:
-        return [gr.Column(visible=True), header + f"<br>⚠️ {html.escape(entry['error'])}", None,
+        failure = failures.get(model)  # the error in the visitor's language; the result holds its English
+        error = failure.render() if failure is not None else entry["error"]
+        return [gr.Column(visible=True), header + f"<br>⚠️ {html.escape(error)}", None,
                 gr.Label(value=None, visible=False), ""]
     view = registry.get(task_name).compare_view(entry["result"])
     agreement = out["agreement"]
@@ -154,11 +152,10 @@ def _column(task_name: str, out: dict[str, Any], entry: dict[str, Any]) -> list[
         first = next(r for r in out["results"] if r.get("result") is not None)
         first_text = registry.get(task_name).compare_view(first["result"]).text
         same = same_answer(view.text, first_text)
-        text = [(view.text or "(empty)", None if same else "differs")]
+        text = [(view.text or t("compare.empty"), None if same else "differs")]
     scores = ({label: score for label, score in view.ranking} if view.ranking else None)
     details = "<br>".join(html.escape(line) for line in view.details)
     return [gr.Column(visible=True), header, text, gr.Label(value=scores, visible=bool(scores)), details]
-
 
 
 class Opener:
@@ -180,7 +177,7 @@ class Opener:
 
     def values(self, task_name: str, raw: Mapping[str, Any], models: Sequence[str]) -> list[Any]:
         if task_name not in self.tasks:
-            raise gr.Error(f"{task_name} has no compare mode", print_exception=False)
+            raise InputError("error.compare.no_compare_mode", task=task_name)
         values: list[Any] = [gr.Tabs(selected=task_name)]
         for name in self.tasks:
             inputs = self.parts[name].inputs

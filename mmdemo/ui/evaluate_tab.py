@@ -18,20 +18,21 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from mmdemo import registry
-from mmdemo.errors import VisitorError
+from mmdemo import i18n, registry
+from mmdemo.errors import InputError
 from mmdemo.evaluate import engine, metrics, presets, report
 from mmdemo.evaluate.manifest import TASKS
 from mmdemo.runtime import Runtime
-from mmdemo.ui.common import result_json
+from mmdemo.ui.common import result_json, task_title
 from mmdemo.ui.compare_panel import Opener
+from mmdemo.ui.i18n import localized, message, t
 
 OUTPUT_MAX_AGE_SECONDS = 3600  # a run's downloads and media stay this long (Gradio's own cache keeps uploads as long)
 TABLE_THUMBNAIL_SIDE = 48  # px
 DEFAULT_TASK = "zero_shot"
-LEAD = ("Run a whole test set through 1 to 4 models: upload a ZIP or a folder of images or clips, with an optional "
-        "`manifest.csv` (its columns per task: docs/evaluate.md), or pick a ready-made set below. Every item runs on "
-        "each model; you get metrics, the worst items first, and a report.html to share.")
+FIRST_COLUMNS = ("media", "item", "file", "model", "prediction")  # the results table's columns before a run
+# The engine's notes that the tab shows in the visitor's language (a note is matched by its English text).
+NOTE_KEYS = ("evaluate.note.no_clip_score",)
 
 # Cancel flags of the runs under way, by browser session: the Cancel button sets its session's flag.
 _CANCELS: dict[str, threading.Event] = {}
@@ -79,11 +80,18 @@ NUMBER_COLUMNS = frozenset({"item", "wer", "cer", "substitutions", "deletions", 
                             "exact_match", "top1", "top5", "accuracy", "clip_score", "bleu"})
 
 
+def column_title(name: str) -> str:
+    """A column's or metric's title in the request's language; standard abbreviations (WER, BLEU-4, CLIPScore) as
+    the report writes them."""
+    key = f"evaluate.column.{name}"
+    return t(key) if i18n.has(key) else report.SHOWN.get(name, (name,))[0]
+
+
 def table(task: str, rows: list[dict[str, Any]]) -> tuple[list[str], list[str], list[list[Any]]]:
-    """The results table's header, column types and rows: a thumbnail (images), then the results files' columns;
-    worst rows first."""
+    """The results table's header (in the request's language), column types and rows: a thumbnail (images), then
+    the results files' columns; worst rows first."""
     names = [name for name in report.columns(task) if name not in ("ms", "batch_size")]
-    header = ["media"] + [report.SHOWN.get(name, (name,))[0] for name in names]
+    header = [column_title("media")] + [column_title(name) for name in names]
     types = ["markdown"] + ["number" if name in NUMBER_COLUMNS else "str" for name in names]
     body = []
     for row in metrics.sort_worst_first(task, rows):
@@ -96,67 +104,107 @@ def table(task: str, rows: list[dict[str, Any]]) -> tuple[list[str], list[str], 
     return header, types, body
 
 
+# The summary table's titles, back to the metrics' names (report.summary_table gives the titles).
+_METRIC_NAMES = {label: name for name, (label, _) in report.SHOWN.items()}
+
+
 def summary_markdown(data: dict[str, Any]) -> str:
+    """The per-model metrics, the models' differences and the run's notes, in the request's language."""
     header, rows = report.summary_table(data["per_model"])
+    header = [column_title("model")] + [column_title(_METRIC_NAMES.get(title, title)) for title in header[1:]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(f"`{row[0]}`" if i == 0 else cell for i, cell in enumerate(row)) + " |"
               for row in rows]
     comparison = data.get("comparison") or {}
     for entry in comparison.get("differences", []):
-        lines.append(f"\n- {report.difference_line(entry)}")
+        lines.append(f"\n- {difference_line(entry)}")
     if comparison:
-        lines.append(f"- Items where the models disagree: {len(comparison['disagreements'])}; "
-                     f"every model wrong: {len(comparison['all_wrong'])}")
+        lines.append("- " + t("evaluate.disagreements", disagree=len(comparison["disagreements"]),
+                              wrong=len(comparison["all_wrong"])))
     if data.get("cancelled"):
-        lines.insert(0, "**Cancelled: partial results.**\n")
+        lines.insert(0, t("evaluate.cancelled") + "\n")
     for note in data.get("notes", []):
-        lines.append(f"- {note}")
+        lines.append(f"- {_note(note)}")
     return "\n".join(lines)
+
+
+def difference_line(entry: dict[str, Any]) -> str:
+    """report.difference_line in the request's language: 'whisper-base − whisper-tiny.en on WER: -3.1 points
+    (95 % CI -6.0 to -0.4; lower is better), 9 items'."""
+    names = {"model": entry["model"], "baseline": entry["baseline"], "metric": column_title(entry["metric"])}
+    if "difference" not in entry:
+        return t("evaluate.difference.none", **names)
+    points = entry["metric"] not in ("clip_score", "bleu")  # rates are shown in percentage points
+    scale = 100 if points else 1
+    return t("evaluate.difference", **names, difference=entry["difference"] * scale, low=entry["low"] * scale,
+             high=entry["high"] * scale, items=entry["items"],
+             unit=message("evaluate.unit.points") if points else "",
+             better=message("evaluate.better.higher" if entry["higher_is_better"] else "evaluate.better.lower"))
+
+
+def _note(note: str) -> str:
+    """An engine note in the request's language where the catalogue has it; else as the engine wrote it."""
+    key = next((key for key in NOTE_KEYS if i18n.text(key, "en") == note), None)
+    return t(key) if key else note
+
+
+def progress_line(models: tuple[str, ...], done: int, total: int, elapsed: float) -> str:
+    """'Model 1/2 openai/clip-vit-base-patch32: item 3/40, about 12 s left' in the request's language. The engine
+    runs the models one after another, each on every item, so the rows done tell the model and the item."""
+    items = max(total // max(len(models), 1), 1)
+    number = min((done - 1) // items, len(models) - 1)
+    return t("evaluate.progress", number=number + 1, count=len(models), model=models[number],
+             item=done - number * items, items=items, left=elapsed / max(done, 1) * (total - done))
 
 
 def build(runtime: Runtime, opener: Opener | None = None) -> None:
     """The Evaluate tab's components and events (API: /evaluate); with an `opener`, a clicked row can open in its
     task tab's compare mode, on the run's models."""
     choices, default = model_choices(runtime, DEFAULT_TASK)
-    gr.Markdown(LEAD, elem_classes="mm-lead")
+    what = message("evaluate.what")
+    gr.Markdown(t("evaluate.lead", max=engine.MAX_MODELS), elem_classes="mm-lead")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
-            task = gr.Dropdown([(registry.get(name).title, name) for name in TASKS], value=DEFAULT_TASK,
-                               label="Task", elem_id="evaluate-task")
-            preset = gr.Dropdown([("none: use the upload below", "")]
-                                 + [(f"{name}: {about}", name) for name, (_, about) in presets.PRESETS.items()],
-                                 value="", label="Ready-made set", elem_id="evaluate-preset")
-            archive = gr.File(label="Test set as a ZIP", file_types=[".zip"], elem_id="evaluate-archive", height=90)
-            folder = gr.File(label="…or a folder", file_count="directory", elem_id="evaluate-folder", height=90)
+            task = gr.Dropdown([(task_title(name), name) for name in TASKS], value=DEFAULT_TASK,
+                               label=t("evaluate.task"), elem_id="evaluate-task")
+            # The sets' choice names are their names: the examples below show a dropdown's choice names as they are
+            # (Gradio translates no marker there). What each set holds is the dropdown's info line.
+            preset = gr.Dropdown([(t("evaluate.preset.none"), "")] + [(name, name) for name in presets.PRESETS],
+                                 value="", label=t("evaluate.preset"), info=t("evaluate.preset.about"),
+                                 elem_id="evaluate-preset")
+            archive = gr.File(label=t("evaluate.archive"), file_types=[".zip"], elem_id="evaluate-archive", height=90)
+            folder = gr.File(label=t("evaluate.folder"), file_count="directory", elem_id="evaluate-folder", height=90)
             models = gr.Dropdown(choices, value=[default], multiselect=True, max_choices=engine.MAX_MODELS,
-                                 label=f"Models (1 to {engine.MAX_MODELS})", elem_id="evaluate-models",
+                                 label=t("evaluate.models", max=engine.MAX_MODELS), elem_id="evaluate-models",
                                  allow_custom_value=True)  # the choices follow the task; the engine checks ids
-            labels = gr.Textbox(label="Candidate labels, for rows without a labels column (comma separated)",
-                                value="", placeholder="cat, dog, bird", elem_id="evaluate-labels", max_lines=3)
-            limit = gr.Number(label="Only the first N items (0: all)", precision=0, value=0, minimum=0,
-                              elem_id="evaluate-limit")
+            labels = gr.Textbox(label=t("evaluate.labels"), value="",
+                                placeholder="cat, dog, bird",  # i18n: not text (labels for English models)
+                                elem_id="evaluate-labels", max_lines=3)
+            limit = gr.Number(label=t("evaluate.limit"), precision=0, value=0, minimum=0, elem_id="evaluate-limit")
             gr.Examples([[name, presets.preset_task(name)] for name in presets.PRESETS], inputs=[preset, task],
-                        label="Ready-made sets: click one, then Evaluate", elem_id="evaluate-examples",
-                        visible_columns=[0])
+                        label=t("evaluate.examples"), elem_id="evaluate-examples", visible_columns=[0])
             with gr.Row():
-                run_button = gr.Button("Evaluate", variant="primary", elem_id="evaluate-run")
-                cancel_button = gr.Button("Cancel", variant="stop", elem_id="evaluate-cancel")
+                run_button = gr.Button(t("evaluate.run"), variant="primary", elem_id="evaluate-run")
+                cancel_button = gr.Button(t("evaluate.cancel"), variant="stop", elem_id="evaluate-cancel")
         with gr.Column(scale=2):
             summary = gr.Markdown(elem_id="evaluate-summary")
             charts = gr.HTML(elem_id="evaluate-charts")
-            results = gr.Dataframe(label="Results, worst first (click a column to sort, a row to open it)",
-                                   headers=["media", "item", "file", "model", "prediction"], interactive=False,
-                                   wrap=True, max_height=480, datatype="markdown",
-                                   elem_id="evaluate-results")
+            # The headers follow the visitor's language: English in the page's config, then written when the page
+            # loads and by each run's render.
+            empty_table = localized(lambda: {"headers": [column_title(n) for n in FIRST_COLUMNS], "data": []})
+            results = gr.Dataframe(empty_table(), label=t("evaluate.results"), interactive=False, wrap=True,
+                                   max_height=480, datatype="markdown", elem_id="evaluate-results")
+            gr.on(None, empty_table, outputs=results, api_visibility="private", queue=False)
             with gr.Row(visible=False) as detail:
-                detail_image = gr.Image(label="Item", height=200, interactive=False, elem_id="evaluate-item-image")
-                detail_audio = gr.Audio(label="Item", interactive=False, elem_id="evaluate-item-audio")
+                detail_image = gr.Image(label=t("evaluate.item"), height=200, interactive=False,
+                                        elem_id="evaluate-item-image")
+                detail_audio = gr.Audio(label=t("evaluate.item"), interactive=False, elem_id="evaluate-item-audio")
                 with gr.Column():
-                    detail_json = gr.JSON(label="Row", elem_id="evaluate-item-row")
-                    to_compare = gr.Button("Open in compare mode (this run's models)", visible=opener is not None,
+                    detail_json = gr.JSON(label=t("evaluate.row"), elem_id="evaluate-item-row")
+                    to_compare = gr.Button(t("evaluate.to_compare"), visible=opener is not None,
                                            elem_id="evaluate-compare")
-            downloads = gr.File(label="Downloads: results.csv, results.jsonl, metrics.json, report.html",
-                                file_count="multiple", elem_id="evaluate-downloads", interactive=False)
+            downloads = gr.File(label=t("evaluate.downloads"), file_count="multiple", elem_id="evaluate-downloads",
+                                interactive=False)
             result = result_json()
     rows_state = gr.State([])
 
@@ -165,41 +213,41 @@ def build(runtime: Runtime, opener: Opener | None = None) -> None:
         return (gr.update(choices=task_choices, value=[task_default]),
                 gr.update(visible=task_name == "zero_shot"))
 
-    task.change(on_task, inputs=task, outputs=[models, labels], api_visibility="private", queue=False)
-    preset.change(lambda name: gr.update(value=presets.preset_task(name)) if name else gr.update(), inputs=preset,
-                  outputs=task, api_visibility="private", queue=False)
+    def on_preset(name: str | None) -> Any:
+        return gr.update(value=presets.preset_task(name)) if name else gr.update()
+
+    task.change(localized(on_task, what=what), inputs=task, outputs=[models, labels], api_visibility="private",
+                queue=False)
+    preset.change(localized(on_preset, what=what), inputs=preset, outputs=task, api_visibility="private",
+                  queue=False)
 
     def evaluate(task: str, preset: str | None, archive: str | None, folder: list[str] | None,
                  models: list[str] | str | None, labels: str | None, limit: float | None,
-                 request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+                 session: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
         """Evaluate a test set; the API result is metrics.json's content plus the rows."""
-        task_name, model_ids = task, models
-        try:
-            source = _source(preset, archive, folder)
-            if preset:
-                task_name = presets.preset_task(preset)
-            limit = int(limit) if limit not in (None, "", 0) else None
-            engine.check_request(runtime, task_name, model_ids)
-        except VisitorError as e:
-            raise gr.Error(str(e), print_exception=False) from e
-        key = getattr(request, "session_hash", None) or "api"
+        source = _source(preset, archive, folder)
+        task_name = presets.preset_task(preset) if preset else task
+        limit = int(limit) if limit not in (None, "", 0) else None
+        model_ids = engine.check_request(runtime, task_name, models)
+        key = getattr(session, "session_hash", None) or "api"
         cancel = threading.Event()
         with _CANCELS_LOCK:
             _CANCELS[key] = cancel
         out_dir = _output_folder()
-        progress(0, desc="Reading the test set…")
+        progress(0, desc=t("evaluate.reading"))
+        started = time.perf_counter()
+
+        def on_progress(done: int, total: int, _english: str) -> None:  # the engine's line, in the visitor's language
+            progress((done, total), desc=progress_line(model_ids, done, total, time.perf_counter() - started),
+                     unit="rows")
+
         try:
             run = engine.evaluate(
-                runtime, task_name, model_ids or [], source, out_dir=out_dir, cancel=cancel,
-                options=engine.EvalOptions(labels=labels or "", limit=limit, keep_media=True),
-                on_progress=lambda done, total, line: progress((done, total), desc=line, unit="rows"))
-        except VisitorError as e:
+                runtime, task_name, models or [], source, out_dir=out_dir, cancel=cancel,
+                options=engine.EvalOptions(labels=labels or "", limit=limit, keep_media=True), on_progress=on_progress)
+        except Exception:
             shutil.rmtree(out_dir, ignore_errors=True)
-            raise gr.Error(str(e), print_exception=False) from e
-        except Exception as e:
-            shutil.rmtree(out_dir, ignore_errors=True)
-            raise gr.Error(f"The evaluation failed unexpectedly ({type(e).__name__}); the error was logged",
-                           print_exception=True) from e
+            raise  # `localized` shows the error in the visitor's language (an unexpected one logged)
         finally:
             with _CANCELS_LOCK:
                 if _CANCELS.get(key) is cancel:
@@ -208,7 +256,7 @@ def build(runtime: Runtime, opener: Opener | None = None) -> None:
         return ({**run.metrics, "rows": public_rows}, [str(path) for path in run.files.values()], run.rows)
 
     event = run_button.click(
-        evaluate, inputs=[task, preset, archive, folder, models, labels, limit],
+        localized(evaluate, what=what), inputs=[task, preset, archive, folder, models, labels, limit],
         outputs=[result, downloads, rows_state], api_name="evaluate", show_progress_on=[summary],
         concurrency_id="evaluate", concurrency_limit=1)
 
@@ -222,22 +270,25 @@ def build(runtime: Runtime, opener: Opener | None = None) -> None:
         return (summary_markdown(data), charts_html, gr.update(value={"headers": header, "data": body}, datatype=types),
                 gr.update(visible=False))
 
-    event.success(render, inputs=[result, rows_state], outputs=[summary, charts, results, detail],
+    def cleared() -> tuple[Any, ...]:
+        return None, None, [], "", "", None, gr.update(visible=False)
+
+    event.success(localized(render, what=what), inputs=[result, rows_state], outputs=[summary, charts, results, detail],
                   api_visibility="private", queue=False)
-    event.failure(lambda: (None, None, [], "", "", None, gr.update(visible=False)),
+    event.failure(localized(cleared, what=what),
                   outputs=[result, downloads, rows_state, summary, charts, results, detail],
                   api_visibility="private", queue=False)
 
-    def cancel_run(request: gr.Request) -> str:
+    def cancel_run(session: gr.Request) -> str:
         """Stop this visitor's run after the items under way; its partial results are kept."""
         with _CANCELS_LOCK:
-            flag = _CANCELS.get(getattr(request, "session_hash", None) or "api")
+            flag = _CANCELS.get(getattr(session, "session_hash", None) or "api")
         if flag is None:
-            return "Nothing to cancel"
+            return t("evaluate.nothing_to_cancel")
         flag.set()
-        return "Cancelling after the items under way…"
+        return t("evaluate.cancelling")
 
-    cancel_button.click(cancel_run, outputs=summary, api_visibility="private", queue=False)
+    cancel_button.click(localized(cancel_run, what=what), outputs=summary, api_visibility="private", queue=False)
 
     def open_row(rows: list[dict[str, Any]], evt: gr.SelectData) -> tuple[Any, ...]:
         """Show the clicked row's item (image or player) and its whole row, as compare mode would open it."""
@@ -255,8 +306,8 @@ def build(runtime: Runtime, opener: Opener | None = None) -> None:
         return (gr.update(visible=True), gr.update(value=media.get("image"), visible="image" in media),
                 gr.update(value=media.get("audio"), visible="audio" in media), shown)
 
-    results.select(open_row, inputs=rows_state, outputs=[detail, detail_image, detail_audio, detail_json],
-                   api_visibility="private", queue=False)
+    results.select(localized(open_row, what=what), inputs=rows_state,
+                   outputs=[detail, detail_image, detail_audio, detail_json], api_visibility="private", queue=False)
     if opener is None:
         return
 
@@ -264,22 +315,21 @@ def build(runtime: Runtime, opener: Opener | None = None) -> None:
         row = next((r for r in rows if shown and r["item"] == shown.get("item") and r["model"] == shown.get("model")),
                    None)
         if row is None or not data:
-            raise gr.Error("Click a result row first", print_exception=False)
+            raise InputError("error.evaluate.no_row")
         task_name, raw, model = engine.compare_request(row, data["task"])
         others = [m for m in data.get("models", []) if m != model]
         return opener.values(task_name, raw, [model, *others][:4])
 
-    to_compare.click(open_in_compare, [detail_json, rows_state, result], opener.outputs, api_visibility="private")
+    to_compare.click(localized(open_in_compare, what=what), [detail_json, rows_state, result], opener.outputs,
+                     api_visibility="private")
 
 
 def _source(preset_name: str | None, archive_path: str | None, folder_paths: list[str] | None) -> Any:
     """What to evaluate: a ready-made set, else the ZIP, else the folder; one line when nothing was given."""
-    from mmdemo.errors import InputError
-
     if preset_name:
         return presets.preset_files(preset_name)
     if archive_path:
         return Path(archive_path)
     if folder_paths:
         return list(folder_paths)
-    raise InputError("No test set: upload a ZIP or a folder, or pick a ready-made set")
+    raise InputError("error.evaluate.no_test_set")

@@ -9,11 +9,8 @@ from typing import Any
 import gradio as gr
 
 from mmdemo import registry
-from mmdemo.errors import VisitorError
 from mmdemo.flags import FlagStore
-
-NOTE_HINT = "Note (optional): what is right or wrong"
-CORRECTION_HINT = "Correct answer (optional): becomes the reference when exported"
+from mmdemo.ui.i18n import localized, message, t
 
 
 def media_inputs(inputs: Mapping[str, gr.components.Component]) -> set[str]:
@@ -50,26 +47,25 @@ def build(store: FlagStore, task_name: str, inputs: Mapping[str, gr.components.C
     names = list(inputs)
     prefix = f"{task_name}-{mode}-flag"
     with gr.Row(equal_height=True, elem_id=prefix):
-        up = gr.Button("👍 Good", size="sm", min_width=90, scale=0, elem_id=f"{prefix}-up")
-        down = gr.Button("👎 Wrong", size="sm", min_width=90, scale=0, elem_id=f"{prefix}-down")
-        best = gr.Radio([], label="Best", scale=2, elem_id=f"{prefix}-best") if mode == "compare" else None
-        note = gr.Textbox(placeholder=NOTE_HINT, show_label=False, max_lines=2, scale=4, elem_id=f"{prefix}-note")
-        correction = gr.Textbox(placeholder=CORRECTION_HINT, show_label=False, max_lines=1, scale=3,
+        up = gr.Button(t("flag.up"), size="sm", min_width=90, scale=0, elem_id=f"{prefix}-up")
+        down = gr.Button(t("flag.down"), size="sm", min_width=90, scale=0, elem_id=f"{prefix}-down")
+        best = gr.Radio([], label=t("flag.best"), scale=2, elem_id=f"{prefix}-best") if mode == "compare" else None
+        note = gr.Textbox(placeholder=t("flag.note"), label=t("flag.note"), show_label=False, max_lines=2, scale=4,
+                          elem_id=f"{prefix}-note")
+        correction = gr.Textbox(placeholder=t("flag.correction"), label=t("flag.correction"),
+                                show_label=False, max_lines=1, scale=3,
                                 elem_id=f"{prefix}-correction")
     status = gr.Markdown(elem_id=f"{prefix}-status")
 
     def flag(rating: str):
         def handler(note_text: str, correction_text: str, best_model: str | None, shown: dict[str, Any] | None,
                     *values: Any) -> tuple[str, str, str]:
-            try:
-                record = save(store, task_name, mode, rating, note_text, correction_text, best_model, shown,
-                              dict(zip(names, values)), media)
-            except VisitorError as e:
-                raise gr.Error(str(e), print_exception=False) from e
+            record = save(store, task_name, mode, rating, note_text, correction_text, best_model, shown,
+                          dict(zip(names, values)), media)
             mark = "👍" if rating == "up" else "👎"
-            return f"<small>Flagged {mark} ({html.escape(record['id'])}): see the Review tab.</small>", "", ""
+            return f"<small>{html.escape(t('flag.done', mark=mark, id=record['id']))}</small>", "", ""
 
-        return handler
+        return localized(handler, what=message("flag.what"))
 
     for button, rating in ((up, "up"), (down, "down")):
         button.click(flag(rating), inputs=[note, correction, best or gr.State(None), result, *inputs.values()],

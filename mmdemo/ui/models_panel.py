@@ -1,8 +1,8 @@
 """The Models panel: what the shared cache holds, and buttons to preload or unload models.
 
 With model admin off (MMDEMO_MODEL_ADMIN; by default on a Space) the panel only reports: the buttons are hidden and
-the /preload and /unload endpoints answer ADMIN_OFF, keeping their names so that a client gets that line rather
-than "no such endpoint".
+the /preload and /unload endpoints answer "error.models.admin_off", keeping their names so that a client gets that
+line rather than "no such endpoint".
 """
 
 from __future__ import annotations
@@ -15,11 +15,24 @@ import gradio as gr
 
 from mmdemo import registry
 from mmdemo.config import env_var, model_admin_enabled
-from mmdemo.errors import InputError, VisitorError
+from mmdemo.errors import InputError
 from mmdemo.runtime import Runtime
+from mmdemo.ui.common import task_title
+from mmdemo.ui.i18n import localized, message, t
 
-HEADERS = ["model", "device", "dtype", "MB", "load s", "hits", "last used", "in use"]
-ADMIN_OFF = f"Model admin is off on this server: set {env_var('model_admin')}=1 to preload or unload models"
+# The table's columns, as catalogue keys: a Dataframe's headers are written at run time, in the visitor's language.
+HEADERS = ("models.column.model", "models.column.device", "models.column.dtype", "models.column.mb",
+           "models.column.load_s", "models.column.hits", "models.column.last_used", "models.column.in_use")
+
+
+def admin_off() -> InputError:
+    """The refusal of /preload and /unload where model admin is off (also the note on the panel)."""
+    return InputError("error.models.admin_off", variable=env_var("model_admin"))
+
+
+def table_value(rows: list[list[Any]]) -> dict[str, Any]:
+    """The table's value with its headers in the request's language."""
+    return {"headers": [t(key) for key in HEADERS], "data": rows}
 
 
 def _model_cell(entry: dict[str, Any]) -> str:
@@ -27,53 +40,55 @@ def _model_cell(entry: dict[str, Any]) -> str:
     return f"{entry['model']} ({entry['replica']})" if "replica" in entry else entry["model"]
 
 
-def render(report: dict[str, Any] | None) -> tuple[str, list[list[Any]], Any]:
+def _render(report: dict[str, Any] | None) -> tuple[str, Any, Any]:
     if not report:
-        return "", [], gr.update()
+        return "", table_value([]), gr.update()
     if report.get("backend") == "ray":  # each replica keeps its own models, up to a count
         limits = ", ".join(f"{r['replica']} {len(r['models'])}/{r['max_models']}" for r in report["replicas"])
-        used = (f"**{report['used_bytes'] / 1e6:,.0f} MB held by {len(report['replicas'])} Ray Serve replicas** "
-                f"(models per replica: {limits or 'none running'})")
+        used = message("models.summary.ray", used=report["used_bytes"] / 1e6, count=len(report["replicas"]),
+                       limits=limits or message("models.summary.none_running"))
     else:
-        used = f"**{report['used_bytes'] / 1e6:,.0f} MB of {report['budget_bytes'] / 1e6:,.0f} MB budget used**"
-    summary = (
-        f"{used} on {report['device']} ({report['dtype']} arithmetic) · hits {report['hits']} · "
-        f"misses {report['misses']} · evictions {report['evictions']}"
-    )
+        used = message("models.summary.budget", used=report["used_bytes"] / 1e6, budget=report["budget_bytes"] / 1e6)
+    summary = t("models.summary", used=used, device=report["device"], dtype=report["dtype"], hits=report["hits"],
+                misses=report["misses"], evictions=report["evictions"])
     rows = [
         [_model_cell(e), e["device"], e["dtype"], round(e["bytes"] / 1e6, 1), e["load_seconds"], e["hits"],
          time.strftime("%H:%M:%S", time.localtime(e["last_used"])), e["in_use"]]
         for e in report["entries"]
     ]
     resident = sorted({e["model"] for e in report["entries"]})
-    return summary, rows, gr.update(choices=resident, value=resident[0] if resident else None)
+    return summary, table_value(rows), gr.update(choices=resident, value=resident[0] if resident else None)
+
+
+# The report rendered into the panel's views (summary, table, the unload picker) in the visitor's language.
+render = localized(_render, what=message("tab.models"))
 
 
 def build(runtime: Runtime) -> tuple[Callable[[], dict[str, Any]], gr.JSON, list[gr.components.Component]]:
     """The panel's components; returns the report function, the hidden report and the views it renders into."""
-    if runtime.settings.backend == "ray":
-        lead = ("The models run on Ray Serve: each replica of a task family keeps its own models, and evicts the least "
-                "recently used one when it holds as many as serve_config.yaml allows.")
-    else:
-        lead = ("Every tab shares one model cache: a model used by two tabs is loaded once. "
-                "Least recently used models are evicted when a new one would exceed the memory budget.")
-    gr.Markdown(lead, elem_classes="mm-lead")
+    lead = "models.lead.ray" if runtime.settings.backend == "ray" else "models.lead.local"
+    gr.Markdown(t(lead), elem_classes="mm-lead")
     summary = gr.Markdown(elem_id="models-summary")
-    table = gr.Dataframe(headers=HEADERS, label="Resident models", interactive=False, elem_id="models-table")
+    # English headers until the tab is opened: its select event renders the report in the visitor's language.
+    table = gr.Dataframe(localized(table_value)([]), label=t("models.table"), interactive=False,
+                         elem_id="models-table")
     admin = model_admin_enabled(runtime.settings)
     if not admin:
-        gr.Markdown(ADMIN_OFF, elem_id="models-admin-off")
+        # The page's config holds the English line; the page's load writes it in the visitor's language.
+        refusal = localized(lambda: admin_off().render())
+        note = gr.Markdown(refusal(), elem_id="models-admin-off")
+        gr.on(None, refusal, outputs=note, api_visibility="private", queue=False)
     with gr.Row(visible=admin, elem_id="models-admin"):
         with gr.Column():
             task_names = registry.names()
-            task = gr.Dropdown([(registry.get(n).title, n) for n in task_names], value=task_names[0],
-                               label="Preload a tab's default model", elem_id="models-task")
-            preload = gr.Button("Preload", variant="primary", elem_id="models-preload")
+            task = gr.Dropdown([(task_title(n), n) for n in task_names], value=task_names[0],
+                               label=t("models.preload.task"), elem_id="models-task")
+            preload = gr.Button(t("models.preload"), variant="primary", elem_id="models-preload")
         with gr.Column():
-            resident = gr.Dropdown([], label="Unload a resident model", allow_custom_value=True,
+            resident = gr.Dropdown([], label=t("models.unload.model"), allow_custom_value=True,
                                    elem_id="models-resident")
-            unload = gr.Button("Unload", variant="stop", elem_id="models-unload")
-    refresh = gr.Button("Refresh", size="sm", elem_id="models-refresh")
+            unload = gr.Button(t("models.unload"), variant="stop", elem_id="models-unload")
+    refresh = gr.Button(t("models.refresh"), size="sm", elem_id="models-refresh")
     report = gr.JSON(visible=False)
 
     def models() -> dict[str, Any]:
@@ -81,30 +96,27 @@ def build(runtime: Runtime) -> tuple[Callable[[], dict[str, Any]], gr.JSON, list
 
     def require_admin() -> None:
         if not admin:  # before anything touches the cache
-            raise gr.Error(ADMIN_OFF, print_exception=False)
+            raise admin_off()
 
     def preload_model(task_name: str, progress: gr.Progress = gr.Progress()) -> dict[str, Any]:
         require_admin()
-        try:
-            runtime.preload(task_name, on_load=lambda m: progress(0, desc=f"Loading {m}…"))
-        except (VisitorError, KeyError) as e:
-            raise gr.Error(str(e), print_exception=False) from e
+        if task_name not in registry.names():
+            raise InputError("error.api.unknown_task", task=task_name, choices=", ".join(sorted(registry.names())))
+        runtime.preload(task_name, on_load=lambda m: progress(0, desc=t("models.loading", model=m)))
         return runtime.cache_report()
 
     def unload_model(model_id: str) -> dict[str, Any]:
         require_admin()
-        try:
-            if not model_id:
-                raise InputError("Pick a resident model to unload")
-            if not runtime.unload(model_id):
-                raise InputError(f"{model_id} is not loaded")
-        except VisitorError as e:
-            raise gr.Error(str(e), print_exception=False) from e
+        if not model_id:
+            raise InputError("error.models.pick_resident")
+        if not runtime.unload(model_id):
+            raise InputError("error.models.not_loaded", model=model_id)
         return runtime.cache_report()
 
     views = [summary, table, resident]
     for button, fn, inputs, name in ((refresh, models, [], "models"), (preload, preload_model, [task], "preload"),
                                      (unload, unload_model, [resident], "unload")):
-        button.click(fn, inputs=inputs, outputs=report, api_name=name, show_progress_on=[table]).success(
-            render, inputs=report, outputs=views, api_visibility="private", queue=False)
-    return models, report, views
+        button.click(localized(fn, what=message("tab.models")), inputs=inputs, outputs=report, api_name=name,
+                     show_progress_on=[table]).success(render, inputs=report, outputs=views,
+                                                       api_visibility="private", queue=False)
+    return localized(models, what=message("tab.models")), report, views

@@ -19,14 +19,17 @@ from PIL import Image, ImageOps
 
 from mmdemo import registry
 from mmdemo.compare import short_name
-from mmdemo.errors import VisitorError
+from mmdemo.errors import InputError, VisitorError
 from mmdemo.flags import FlagStore
 from mmdemo.flags.export import export
-from mmdemo.ui.common import TabParts
+from mmdemo.ui.common import TabParts, task_title
 from mmdemo.ui.compare_panel import Opener
+from mmdemo.ui.i18n import localized, message, t
 
 VIEW_ROOT = Path(tempfile.gettempdir()) / "mmdemo-review"
-HEADERS = ["", "when (UTC)", "task", "rating", "models", "answer", "note", "id"]
+# The table's columns after the thumbnail's, as catalogue keys (the headers are written in the visitor's language).
+HEADERS = ("review.column.when", "review.column.task", "review.column.rating", "review.column.models",
+           "review.column.answer", "review.column.note", "review.column.id")
 DATATYPES = ["html", "str", "str", "str", "str", "str", "str", "str"]  # the first: a thumbnail or a player mark
 THUMBNAIL_PX = 48
 MARKS = {"up": "👍", "down": "👎"}
@@ -83,55 +86,59 @@ def rows(store: FlagStore, found: list[dict[str, Any]]) -> list[list[str]]:
             for r in found]
 
 
+def table_value(found_rows: list[list[str]]) -> dict[str, Any]:
+    """The table's value, its headers in the request's language."""
+    return {"headers": ["", *(t(key) for key in HEADERS)], "data": found_rows}
+
+
 def build(store: FlagStore, parts: Mapping[str, TabParts], tabs: gr.Tabs) -> None:
     """The tab's components (call inside its gr.Tab) and wiring; `parts` are the task tabs it re-runs flags in."""
     tasks = [name for name, part in parts.items() if part.compare is not None]
-    gr.Markdown("Every 👍 / 👎 given under a result, with its inputs and every model's answer. Filter, open one, "
-                "export the selection as a test set (the Evaluate tab and `python -m mmdemo.evaluate` read it), or "
-                "re-run a flag on other models.", elem_classes="mm-lead")
+    gr.Markdown(t("review.lead"), elem_classes="mm-lead")
     with gr.Row(equal_height=True):
-        task = gr.Dropdown([("All tasks", ALL)] + [(registry.get(n).title, n) for n in tasks], value=ALL,
-                           label="Task", elem_id="review-task")
-        model = gr.Textbox(label="Model (id)", placeholder="e.g. Salesforce/blip-vqa-base", elem_id="review-model")
-        rating = gr.Radio([("All", ALL), ("👍", "up"), ("👎", "down")], value=ALL, label="Rating",
+        task = gr.Dropdown([(t("review.all_tasks"), ALL)] + [(task_title(n), n) for n in tasks], value=ALL,
+                           label=t("review.task"), elem_id="review-task")
+        model = gr.Textbox(label=t("review.model"), placeholder=t("review.model.placeholder"), elem_id="review-model")
+        rating = gr.Radio([(t("review.all"), ALL), ("👍", "up"), ("👎", "down")], value=ALL, label=t("review.rating"),
                           elem_id="review-rating")
-        since = gr.Textbox(label="Since (YYYY-MM-DD)", elem_id="review-since")
-        until = gr.Textbox(label="Until (YYYY-MM-DD)", elem_id="review-until")
-        refresh = gr.Button("Show", variant="primary", elem_id="review-show")
-    table = gr.Dataframe(headers=HEADERS, datatype=DATATYPES, interactive=False, wrap=True, max_height=360,
-                         elem_id="review-table", label="Flags, newest first: click one to open it",
+        since = gr.Textbox(label=t("review.since"), elem_id="review-since")
+        until = gr.Textbox(label=t("review.until"), elem_id="review-until")
+        refresh = gr.Button(t("review.show"), variant="primary", elem_id="review-show")
+    # The headers follow the visitor's language: English in the page's config, then written when the page loads
+    # and by each search.
+    empty_table = localized(lambda: table_value([]))
+    table = gr.Dataframe(empty_table(), datatype=DATATYPES, interactive=False, wrap=True, max_height=360,
+                         elem_id="review-table", label=t("review.table"),
                          column_widths=["64px", "120px", "100px", "80px", "16%", "14%", "22%", "16%"])
+    gr.on(None, empty_table, outputs=table, api_visibility="private", queue=False)
     ids = gr.State([])
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             opened = gr.Markdown(elem_id="review-opened")
-            image = gr.Image(label="Image", interactive=False, height=200, visible=False)
-            audio = gr.Audio(label="Recording", interactive=False, visible=False)
-            note = gr.Textbox(label="Note", interactive=False, elem_id="review-note")
+            image = gr.Image(label=t("review.image"), interactive=False, height=200, visible=False)
+            audio = gr.Audio(label=t("review.audio"), interactive=False, visible=False)
+            note = gr.Textbox(label=t("review.note"), interactive=False, elem_id="review-note")
         with gr.Column(scale=1):
-            details = gr.JSON(label="Inputs and results")
+            details = gr.JSON(label=t("review.details"))
     flag_id = gr.State(None)
     with gr.Row(equal_height=True):
-        rerun_models = gr.Dropdown([], multiselect=True, max_choices=4, label="Re-run on models (2 to 4)", scale=3,
+        rerun_models = gr.Dropdown([], multiselect=True, max_choices=4, label=t("review.rerun_models"), scale=3,
                                    elem_id="review-rerun-models")
-        rerun = gr.Button("Open in compare mode", scale=1, elem_id="review-rerun")
-        export_button = gr.Button("Export the selection (ZIP)", scale=1, elem_id="review-export")
-    exported = gr.File(label="Test set: manifest.csv and the media", interactive=False, height=90,
-                       elem_id="review-file")
+        rerun = gr.Button(t("review.rerun"), scale=1, elem_id="review-rerun")
+        export_button = gr.Button(t("review.export"), scale=1, elem_id="review-export")
+    exported = gr.File(label=t("review.exported"), interactive=False, height=90, elem_id="review-file")
+    what = message("tab.review")
 
     def show(task_name, model_id, rating_value, since_value, until_value):
-        try:
-            found = store.find(task=None if task_name == ALL else task_name, model=(model_id or "").strip() or None,
-                               rating=None if rating_value == ALL else rating_value,
-                               since=(since_value or "").strip() or None, until=(until_value or "").strip() or None)
-        except VisitorError as e:
-            raise gr.Error(str(e), print_exception=False) from e
+        found = store.find(task=None if task_name == ALL else task_name, model=(model_id or "").strip() or None,
+                           rating=None if rating_value == ALL else rating_value,
+                           since=(since_value or "").strip() or None, until=(until_value or "").strip() or None)
         found = found[:MAX_ROWS]
-        return rows(store, found), [r["id"] for r in found]
+        return table_value(rows(store, found)), [r["id"] for r in found]
 
     filters = [task, model, rating, since, until]
     for trigger in (refresh.click, since.submit, until.submit, model.submit):
-        trigger(show, filters, [table, ids], api_visibility="private")
+        trigger(localized(show, what=what), filters, [table, ids], api_visibility="private")
 
     def open_flag(shown_ids: list[str], evt: gr.SelectData):
         index = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
@@ -139,8 +146,8 @@ def build(store: FlagStore, parts: Mapping[str, TabParts], tabs: gr.Tabs) -> Non
         media = record.get("media", {})
         image_path = _viewable(store, media["image"]) if "image" in media else None
         audio_path = _viewable(store, media["audio"]) if "audio" in media else None
-        header = (f"**{registry.get(record['task']).title}** · {MARKS.get(record['rating'], '')} · {record['time']}"
-                  + (f" · best: `{record['best']}`" if record.get("best") else ""))
+        header = (f"**{task_title(record['task'])}** · {MARKS.get(record['rating'], '')} · {record['time']}"
+                  + (f" · {t('review.best', model=record['best'])}" if record.get("best") else ""))
         choices = parts[record["task"]].compare.models.choices
         details_value = {k: record.get(k) for k in ("inputs", "correction", "results")}
         return (header, gr.Image(value=image_path, visible=bool(image_path)),
@@ -148,29 +155,26 @@ def build(store: FlagStore, parts: Mapping[str, TabParts], tabs: gr.Tabs) -> Non
                 record["id"], gr.Dropdown(choices=choices, value=record.get("models", [])[:2]))
 
     opened_views = [opened, image, audio, note, details, flag_id, rerun_models]
-    table.select(open_flag, ids, opened_views, api_visibility="private")
+    table.select(localized(open_flag, what=what), ids, opened_views, api_visibility="private")
 
     def export_selection(shown_ids: list[str]):
         records = {r["id"]: r for r in store.records()}
-        try:
-            folder = Path(tempfile.mkdtemp(prefix="mmdemo-flags-"))
-            chosen = [records[i] for i in shown_ids if i in records]
-            return str(export(store, chosen, folder / f"flags-{chosen[0]['task'] if chosen else 'none'}.zip"))
-        except VisitorError as e:
-            raise gr.Error(str(e), print_exception=False) from e
+        folder = Path(tempfile.mkdtemp(prefix="mmdemo-flags-"))
+        chosen = [records[i] for i in shown_ids if i in records]
+        return str(export(store, chosen, folder / f"flags-{chosen[0]['task'] if chosen else 'none'}.zip"))
 
-    export_button.click(export_selection, ids, exported, api_visibility="private")
+    export_button.click(localized(export_selection, what=what), ids, exported, api_visibility="private")
 
     # Re-run: the flag's task tab opens in compare mode on its inputs.
     opener = Opener(parts, tabs)
 
     def rerun_flag(chosen_id: str | None, models: list[str] | None):
         if not chosen_id:
-            raise gr.Error("Open a flag first (click a row)", print_exception=False)
+            raise InputError("error.review.nothing_open")
         record = store.get(chosen_id)
         given = dict(record.get("inputs", {}))
         for key, reference in record.get("media", {}).items():
             given[key] = _viewable(store, reference)
         return opener.values(record["task"], given, models or [])
 
-    rerun.click(rerun_flag, [flag_id, rerun_models], opener.outputs, api_visibility="private")
+    rerun.click(localized(rerun_flag, what=what), [flag_id, rerun_models], opener.outputs, api_visibility="private")

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mmdemo.errors import InputError
+from mmdemo.i18n import Message, has
 
 Probs = Mapping[str, Sequence[float]]
 
@@ -23,6 +24,12 @@ CONFIDENCE_GATED = "confidence_gated"
 PRODUCT_OF_EXPERTS = "product_of_experts"
 METHODS = (WEIGHTED_AVERAGE, CONFIDENCE_GATED, PRODUCT_OF_EXPERTS)
 POE_FLOOR = 1e-6  # probabilities below this count as this in the product: one 0 would otherwise veto a class
+
+
+def modality_name(modality: str) -> Message | str:
+    """A modality's name for a visitor's message, in their language ("text" -> 文本); unknown names as they are."""
+    key = f"error.sentiment.modality.{modality}"
+    return Message(key) if has(key) else modality
 
 
 @dataclass(frozen=True)
@@ -96,11 +103,10 @@ def check_weights(weights: Mapping[str, float], modalities: Iterable[str]) -> di
     """
     for name, w in weights.items():
         if not math.isfinite(w) or w < 0:
-            raise InputError(f"The {name} weight is {w:g}: weights must be numbers of 0 or more")
+            raise InputError("error.sentiment.negative_weight", modality=modality_name(name), weight=w)
     used = {name: float(weights.get(name, 1.0)) for name in modalities}
     if sum(used.values()) <= 0:
-        raise InputError(f"All weights of the given modalities ({', '.join(used)}) are 0: "
-                         "give at least one of them a weight above 0")
+        raise InputError("error.sentiment.all_weights_zero", modalities=", ".join(used))
     return used
 
 

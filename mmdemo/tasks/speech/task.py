@@ -55,7 +55,7 @@ def parse_language(value: Any) -> str | None:
     by_name = {name: code for code, name in languages.items()}
     if text in by_name:
         return by_name[text]
-    raise InputError(f"Unknown language {value!r}: use a code or name such as {', '.join(EXAMPLE_LANGUAGES)} or auto")
+    raise InputError("error.speech.unknown_language", language=value, examples=", ".join(EXAMPLE_LANGUAGES))
 
 
 def parse_confidence(value: Any) -> float:
@@ -65,9 +65,9 @@ def parse_confidence(value: Any) -> float:
     try:
         threshold = float(value)
     except (TypeError, ValueError) as e:
-        raise InputError(f"Confidence {value!r} is not a number: give a probability from 0 to 1") from e
+        raise InputError("error.speech.confidence_not_number", value=value) from e
     if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"Confidence {threshold} is outside 0 to 1: give a probability such as 0.5")
+        raise InputError("error.speech.confidence_range", value=threshold)
     return threshold
 
 
@@ -103,14 +103,14 @@ class SpeechTask(Task[SpeechInputs]):
         spec = self.model_spec(raw.get("model"), allow_custom=settings.allow_custom_models)
         task = str(raw.get("task") or "transcribe").strip().lower()
         if task not in WHISPER_TASKS:
-            raise InputError(f"Unknown task {task!r}: choose {' or '.join(WHISPER_TASKS)}")
+            raise InputError("error.speech.unknown_task", task=task, choices=" or ".join(WHISPER_TASKS))
         timestamps = str(raw.get("timestamps") or "none").strip().lower()
         if timestamps not in TIMESTAMP_MODES:
-            raise InputError(f"Unknown timestamps {timestamps!r}: choose {', '.join(TIMESTAMP_MODES)}")
+            raise InputError("error.speech.unknown_timestamps", timestamps=timestamps,
+                             choices=", ".join(TIMESTAMP_MODES))
         language = parse_language(raw.get("language"))
         if is_english_only(spec.id) and (language not in (None, "en") or task == "translate"):
-            raise InputError(f"{spec.id} only understands English: pick auto/English and transcribe, "
-                             "or a multilingual model")
+            raise InputError("error.speech.english_only", model=spec.id)
         confidence = parse_confidence(raw.get("confidence"))
         audio = load_audio(raw.get("audio"), max_seconds=settings.max_audio_seconds, target_rate=SAMPLE_RATE)
         return SpeechInputs(model=spec, audio=audio, language=language, task=task, timestamps=timestamps,

@@ -7,9 +7,22 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from mmdemo import i18n
 from mmdemo.runtime import Runtime
-from mmdemo.tasks.sentiment.fusion import CONFIDENCE_GATED, PRODUCT_OF_EXPERTS, WEIGHTED_AVERAGE
-from mmdemo.tasks.sentiment.task import IMAGE_PROMPTS, LABELS, MODALITIES, VADER, VADER_NOTE
+from mmdemo.tasks.sentiment.fusion import CONFIDENCE_GATED, METHODS, PRODUCT_OF_EXPERTS, WEIGHTED_AVERAGE
+from mmdemo.tasks.sentiment.task import (
+    _SST2_NEUTRAL_FACTOR,  # the number in SST2_MAPPING_NOTE, for its translation
+    IMAGE_PROMPTS,
+    LABELS,
+    MODALITIES,
+    SST2_MAPPING_NOTE,
+    SST2_NEUTRAL_BELOW,
+    VADER,
+    VADER_MAPPING_NOTE,
+    VADER_NEUTRAL_BAND,
+    VADER_NOTE,
+    VADER_SHARPNESS,
+)
 from mmdemo.ui.common import (
     IMAGE_HEIGHT,
     TabParts,
@@ -21,63 +34,103 @@ from mmdemo.ui.common import (
     result_json,
     wire,
 )
+from mmdemo.ui.i18n import localized, message, t
+from mmdemo.ui.language_hints import (
+    english_hint,
+    localized_table,
+    relabel_on_load,
+    translated_note,
+    watch_for_cjk,
+)
 
 EXAMPLES = [
     ["What a wonderful, sunny day with my cat!", "skimage_chelsea.png", None],
     ["This coffee is cold and bitter. Terrible.", "skimage_coffee.png", None],
     [None, None, "jfk.flac"],
 ]
-METHODS = [
-    ("Weighted average", WEIGHTED_AVERAGE),
-    ("Confidence-gated", CONFIDENCE_GATED),
-    ("Product of experts", PRODUCT_OF_EXPERTS),
-]
-METHOD_NOTES = {
-    WEIGHTED_AVERAGE: "Weighted average: p = Σ w·p_m / Σ w, with your weights.",
-    CONFIDENCE_GATED: "Confidence-gated: each modality weighs its own certainty, 1 − entropy / log 3; "
-                      "an unsure modality counts less, a uniform one not at all.",
-    PRODUCT_OF_EXPERTS: "Product of experts: p ∝ Π p_m (a sum of log-probabilities, floored at 1e-6); "
-                        "every modality can veto a class.",
-}
+# Catalogue keys: each fusion method's name is sentiment.method.<method>, its formula sentiment.method.<method>.note.
 CHART_TITLES = {
-    WEIGHTED_AVERAGE: "Share of the fused probability",
-    CONFIDENCE_GATED: "Share of the fused probability",
-    PRODUCT_OF_EXPERTS: "Evidence (centred log-probability)",
+    WEIGHTED_AVERAGE: "sentiment.chart.share",
+    CONFIDENCE_GATED: "sentiment.chart.share",
+    PRODUCT_OF_EXPERTS: "sentiment.chart.evidence",
 }
-TABLE_HEADERS = ["modality", "says", *LABELS, "weight", "certainty"]
+TABLE_HEADERS = ("sentiment.table.modality", "sentiment.table.says", *(f"sentiment.class.{c}" for c in LABELS),
+                 "sentiment.table.weight", "sentiment.table.certainty")
+# The result's English notes on how a text model's verdict becomes three classes, with their translations.
+MAPPING_NOTES = {
+    VADER_MAPPING_NOTE: message("sentiment.note.vader_mapping", sharpness=VADER_SHARPNESS, band=VADER_NEUTRAL_BAND),
+    SST2_MAPPING_NOTE: message("sentiment.note.sst2_mapping", factor=_SST2_NEUTRAL_FACTOR, below=SST2_NEUTRAL_BELOW),
+}
+
+
+def _class(label: str) -> str:
+    """A sentiment class ("positive") in the visitor's language."""
+    return i18n.text(f"sentiment.class.{label}")
+
+
+def _modality(modality: str) -> str:
+    return i18n.text(f"sentiment.modality.{modality}")
 
 
 def _verdict(p: dict[str, float], label: str) -> str:
-    return f"{label} {p[label]:.2f}"
+    return f"{_class(label)} {p[label]:.2f}"
+
+
+def _note(note: str) -> str:
+    known = MAPPING_NOTES.get(note)
+    return translated_note(note, known.key, **known.params) if known else note
 
 
 def render(result: dict[str, Any] | None) -> tuple[Any, str, list[list[Any]], Any, str, str]:
+    """The views of a result in the visitor's language; the table as rows (`render_views` gives them headers)."""
     if not result:
         return None, "", [], None, "", ""
     method = result["method"]
-    given = [row["modality"] for row in result["modalities"]]
-    lines = [f"**{result['label'].title()}** from {', '.join(given)} · {METHOD_NOTES[method]}"]
+    given = i18n.text("sentiment.list_separator").join(_modality(row["modality"]) for row in result["modalities"])
+    lines = [i18n.text("sentiment.summary", label=_class(result["label"]).title(), modalities=given,
+                       method=i18n.text(f"sentiment.method.{method}.note"))]
     if result["ablation"]:
         parts = []
         for item in result["ablation"]:
             verdict = (_verdict(item["probabilities"], item["label"]) if item["label"]
-                       else "undefined (the others weigh 0)")
-            parts.append(f"without the {item['without']}: {verdict}")
-        lines.append("Ablation · " + " · ".join(parts))
-    lines += [f"<small>{note}</small>" for note in result["notes"]]
+                       else i18n.text("sentiment.ablation.undefined"))
+            parts.append(i18n.text("sentiment.ablation.without", modality=_modality(item["without"]),
+                                   verdict=verdict))
+        lines.append(i18n.text("sentiment.ablation", parts=" · ".join(parts)))
+    lines += [f"<small>{_note(note)}</small>" for note in result["notes"]]
     rows = [
-        [row["modality"], row["label"], *(round(row["probabilities"][c], 2) for c in LABELS),
+        [_modality(row["modality"]), _class(row["label"]), *(round(row["probabilities"][c], 2) for c in LABELS),
          round(row["weight"], 2), round(row["certainty"], 2)]
         for row in result["modalities"]
     ]
+    # The chart's columns stay the ones it was built with; its classes, modalities and titles are translated.
     chart = pd.DataFrame(
-        [{"class": c, "contribution": value, "modality": m}
+        [{"class": _class(c), "contribution": value, "modality": _modality(m)}
          for m, by_class in result["contributions"].items() for c, value in by_class.items()]
     )
-    plot = gr.BarPlot(value=chart, y_title=CHART_TITLES[method])
+    plot = gr.BarPlot(value=chart, sort=[_class(c) for c in LABELS], x_title=i18n.text("sentiment.chart.class"),
+                      y_title=i18n.text(CHART_TITLES[method]), color_title=i18n.text("sentiment.chart.modality"))
     transcript = result["transcript"]
-    return (result["probabilities"], "\n\n".join(lines), rows, plot,
-            transcript if transcript is not None else "", provenance_line(result))
+    probabilities = {_class(c): p for c, p in result["probabilities"].items()}
+    return (probabilities, "\n\n".join(lines), rows, plot, transcript if transcript is not None else "",
+            provenance_line(result))
+
+
+def render_views(result: dict[str, Any] | None) -> tuple[Any, ...]:
+    """`render`'s views, the table under headers in the visitor's language."""
+    label, summary, rows, plot, transcript, provenance = render(result)
+    return label, summary, localized_table(rows, TABLE_HEADERS), plot, transcript, provenance
+
+
+def explanation_note(explanation: dict[str, Any]) -> str:
+    """The word attributions' note in the visitor's language (English where it says more than the result's fields,
+    e.g. that a long text was cut)."""
+    key = f"sentiment.explain.{explanation['method']}"
+    if not i18n.has(key):
+        return explanation["note"]
+    label = explanation.get("label")
+    params = {"verdict": message(f"sentiment.class.{label}")} if label else {}
+    return translated_note(explanation["note"], key, **params)
 
 
 def show_word_scores(result: dict[str, Any] | None) -> gr.HighlightedText:
@@ -86,52 +139,54 @@ def show_word_scores(result: dict[str, Any] | None) -> gr.HighlightedText:
     if not explanation:
         return gr.HighlightedText(value=None, visible=False)
     words = [(item["word"] + " ", item["score"]) for item in explanation["words"]]
-    return gr.HighlightedText(value=words, visible=True, label=explanation["note"])
+    return gr.HighlightedText(value=words, visible=True, label=explanation_note(explanation))
 
 
 def text_model_dropdown(runtime: Runtime) -> gr.Dropdown:
     """The curated text models plus VADER, which needs no download (the offline default without them)."""
-    return model_dropdown(runtime, "sentiment", label="Text model (reads the text and the transcript)",
-                          extra=[(VADER, VADER_NOTE, True)])
+    return model_dropdown(runtime, "sentiment", label=t("sentiment.text_model"), extra=[(VADER, VADER_NOTE, True)])
 
 
 def build(runtime: Runtime) -> TabParts:
     with gr.Row(equal_height=False):
         with gr.Column():
-            text = gr.Textbox(label="Text", lines=1, max_lines=4, placeholder="e.g. Best concert of my life!")
+            text = gr.Textbox(label=t("sentiment.text"), lines=1, max_lines=4,
+                              placeholder=t("sentiment.text.placeholder"))
             with gr.Row():  # a little lower than the other tabs' images: the text box sits above
-                image = image_input(label="Image", height=IMAGE_HEIGHT - 20)
-                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", format=None, label="Speech")
-            examples("sentiment", [[t, asset(i) if i else None, asset(a) if a else None] for t, i, a in EXAMPLES],
+                image = image_input(label=t("tabs.image"), height=IMAGE_HEIGHT - 20)
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", format=None,
+                                 label=t("tabs.speech"))
+            examples("sentiment", [[words, asset(i) if i else None, asset(a) if a else None]
+                      for words, i, a in EXAMPLES],
                      [text, image, audio])
-            method = gr.Radio(METHODS, value=WEIGHTED_AVERAGE, label="Fusion")
-            explain = gr.Checkbox(value=False, label="Explain: score each word of the text")
-            button = gr.Button("Analyse", variant="primary")
-            with gr.Accordion("Weights, models and image prompts", open=False):
-                gr.Markdown("<small>Give any combination of text, image and speech; a missing modality is left "
-                            "out, not counted as 0. The weights apply to the weighted average.</small>")
-                weights = {m: gr.Slider(0, 5, value=1, step=0.1, label=f"{m.title()} weight") for m in MODALITIES}
+            method = gr.Radio([(t(f"sentiment.method.{m}"), m) for m in METHODS], value=WEIGHTED_AVERAGE,
+                              label=t("sentiment.method"))
+            explain = gr.Checkbox(value=False, label=t("sentiment.explain"))
+            button = gr.Button(t("sentiment.button"), variant="primary")
+            with gr.Accordion(t("sentiment.options"), open=False):
+                gr.Markdown(t("sentiment.options.lead"))
+                weights = {m: gr.Slider(0, 5, value=1, step=0.1, label=t(f"sentiment.weight.{m}")) for m in MODALITIES}
                 text_model = text_model_dropdown(runtime)
                 # The zero-shot and speech tabs' own lists: the same model is one shared cache entry.
-                image_model = model_dropdown(runtime, "zero_shot", label="Image model (zero-shot)")
-                speech_model = model_dropdown(runtime, "speech",
-                                              label="Speech model (transcribes for the text model)")
-                gr.Markdown("<small>Image prompts: one per line; a class's probability is the mean of its prompts' "
-                            "zero-shot scores. Blank restores the defaults.</small>")
+                image_model = model_dropdown(runtime, "zero_shot", label=t("sentiment.image_model"))
+                speech_model = model_dropdown(runtime, "speech", label=t("sentiment.speech_model"))
+                gr.Markdown(t("sentiment.prompts.lead"))
                 prompts = {label: gr.Textbox(value="\n".join(IMAGE_PROMPTS[label]), lines=4,
-                                             label=f"{label.title()} prompts") for label in LABELS}
+                                             label=t(f"sentiment.prompts.{label}")) for label in LABELS}
+                hint = english_hint(t("sentiment.prompts.english_hint"), "sentiment-language-hint")
         with gr.Column():
-            fused = gr.Label(label="Fused sentiment", num_top_classes=len(LABELS), elem_id="sentiment-fused")
+            fused = gr.Label(label=t("sentiment.fused"), num_top_classes=len(LABELS), elem_id="sentiment-fused")
             summary = gr.Markdown()
-            word_scores = gr.HighlightedText(label="Each word's part in the text's verdict", visible=False,
-                                             show_legend=False, elem_id="sentiment-words")
-            table = gr.Dataframe(headers=TABLE_HEADERS, label="What each modality said", interactive=False,
+            word_scores = gr.HighlightedText(label=t("sentiment.words"), visible=False, show_legend=False,
+                                             elem_id="sentiment-words")
+            # English headers until the page's load event writes them in the visitor's language (a Dataframe's
+            # headers show no translation markers).
+            table = gr.Dataframe(localized_table([], TABLE_HEADERS), label=t("sentiment.table"), interactive=False,
                                  elem_id="sentiment-table")
             chart = gr.BarPlot(x="class", y="contribution", color="modality", sort=list(LABELS),
-                               label="Each modality's contribution", y_title=CHART_TITLES[WEIGHTED_AVERAGE],
-                               elem_id="sentiment-chart")
-            transcript = gr.Textbox(label="Transcript of the recording", interactive=False,
-                                    placeholder="Give a recording to see what the text model read from it")
+                               label=t("sentiment.chart"), elem_id="sentiment-chart")
+            transcript = gr.Textbox(label=t("sentiment.transcript"), interactive=False,
+                                    placeholder=t("sentiment.transcript.placeholder"))
             provenance = gr.Markdown(elem_id="sentiment-provenance")
             result = result_json()
     inputs = {
@@ -141,8 +196,11 @@ def build(runtime: Runtime) -> TabParts:
         **{f"{label}_prompts": box for label, box in prompts.items()},
         "explain": explain,
     }
-    parts = wire(runtime, "sentiment", button, inputs, result, render,
+    watch_for_cjk(hint, list(prompts.values()))
+    relabel_on_load(table, TABLE_HEADERS)
+    parts = wire(runtime, "sentiment", button, inputs, result, render_views,
                  [fused, summary, table, chart, transcript, provenance], submit=[text])
-    result.change(show_word_scores, inputs=result, outputs=word_scores, api_visibility="private", queue=False)
+    result.change(localized(show_word_scores), inputs=result, outputs=word_scores, api_visibility="private",
+                  queue=False)
     parts.outputs["words"] = word_scores
     return parts

@@ -22,7 +22,8 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from mmdemo.errors import VisitorError
+from mmdemo import i18n
+from mmdemo.errors import BusyError, VisitorError
 from mmdemo.media.audio import describe_duration
 from mmdemo.models.devices import on_zero_gpu
 from mmdemo.runtime import Runtime
@@ -30,6 +31,7 @@ from mmdemo.tasks.speech.live import ChunkConverter, LiveOptions, LiveTranscribe
 from mmdemo.tasks.speech.subtitles import FORMATS, render
 from mmdemo.tasks.speech.words import DEFAULT_CONFIDENCE
 from mmdemo.ui.common import model_dropdown
+from mmdemo.ui.i18n import localized, message, t
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,9 @@ STREAM_EVERY = 0.5  # seconds between microphone chunks when the server keeps up
 PREFERRED_MODEL = "openai/whisper-tiny.en"  # the fastest curated model: live lag matters more than the last word
 CUE_CHARS = 42  # subtitle line length, as the file transcription's
 DEFAULT_DOWNLOAD_ROOT = Path(tempfile.gettempdir()) / "mmdemo-live-transcripts"  # tests and other callers
-ZERO_GPU_NOTE = ("Live mode needs a CPU or dedicated-GPU Space: on ZeroGPU every step would wait for a GPU to be "
-                 "allocated (seconds) for a second of speech. Upload or record a clip above instead.")
+LIVE = message("speech.live.name")  # what failed, in an unexpected failure's message
+
+
 class LiveSession:
     """One visitor's live stream: the policy on a worker thread of its own, the microphone converter, the committed
     words' file, its slot.
@@ -57,7 +60,7 @@ class LiveSession:
         self.transcriber = LiveTranscriber(self._step, LiveOptions(), on_commit=self._write)
         self.steps, self.compute, self.heard = 0, 0.0, 0.0
         self.closed = False  # no more audio is taken
-        self.error: str | None = None  # a step's one-line failure, shown by the next chunk
+        self.error: VisitorError | None = None  # a step's failure, shown by the next chunk in the visitor's language
         self.view: tuple[list[Word], list[Word]] = ([], [])  # committed (the kept ones) and tentative words
         self._incoming: deque[np.ndarray] = deque()
         self._wake = threading.Event()
@@ -97,10 +100,10 @@ class LiveSession:
                 t.process()
                 self.view = (list(t.committed), list(t.tentative))
         except VisitorError as e:
-            self.error = str(e)
+            self.error = e
         except Exception as e:  # a step failed unexpectedly: say so on the page, keep the cause in the log
             log.exception("live transcription failed")
-            self.error = f"Live transcription failed unexpectedly ({type(e).__name__}); the error was logged"
+            self.error = VisitorError("error.unexpected", what=LIVE, error=type(e).__name__)
         finally:
             self.view = (list(t.committed), [])
             self.closed = True
@@ -172,8 +175,8 @@ def words_html(committed: list[Any], tentative: list[Any], threshold: float = DE
     sure = " ".join(_word(field(w, "text"), field(w, "probability"), threshold) for w in committed)
     unsure = html.escape(" ".join(field(w, "text") for w in tentative))
     tail = f' <span class="mm-tentative">{unsure}</span>' if unsure else ""
-    legend = (f'<div class="mm-legend">Orange: less sure; underlined: under {threshold:.2f}; '
-              "hover a word for its probability.</div>") if committed else ""
+    legend = i18n.text("speech.words.legend", threshold=threshold)
+    legend = f'<div class="mm-legend">{legend}</div>' if committed else ""
     return f'<div class="mm-words">{sure}{tail}</div>{legend}'
 
 
@@ -187,12 +190,13 @@ WORDS_CSS = """<style>
 
 
 def _status(session: LiveSession, note: str = "") -> str:
-    t = session.transcriber
+    committed = session.transcriber.committed_count
     mean = session.compute / session.steps if session.steps else 0.0
-    words = "word" if t.committed_count == 1 else "words"
-    steps = "step" if session.steps == 1 else "steps"
-    line = (f"<small>{describe_duration(session.heard)} heard · {t.committed_count} {words} · "
-            f"{session.steps} {steps}, {mean:.2f} s each</small>")
+    line = i18n.text("speech.live.status", heard=describe_duration(session.heard),
+                     words=i18n.text("speech.live.words.one" if committed == 1 else "speech.live.words", n=committed),
+                     steps=i18n.text("speech.live.steps.one" if session.steps == 1 else "speech.live.steps",
+                                     n=session.steps, mean=mean))
+    line = f"<small>{line}</small>"
     return f"{line}<br>{note}" if note else line
 
 
@@ -213,6 +217,8 @@ class LiveStreams:
         self.limit = describe_duration(self.max_seconds)
         self.slots = StreamSlots(runtime.settings.max_live_streams, idle_seconds)
 
+    # Both handlers speak the visitor's language and turn the app's errors into one line in it (`localized`).
+    @localized(what=LIVE)
     def chunk(self, chunk: Any, session: LiveSession | None, model_id: str | None,
               threshold: float = DEFAULT_CONFIDENCE) -> tuple[Any, ...]:
         """Queue a chunk for the visitor's stream (starting one if needed); (state, transcript HTML, status)."""
@@ -224,35 +230,35 @@ class LiveStreams:
             session = LiveSession(self.runtime, model_id, self.download_root)
             if not self.slots.acquire(session):
                 session.close()
-                raise gr.Error(f"Live transcription is busy ({self.slots.capacity} streams at once): try again in a "
-                               "minute, or upload a recording", print_exception=False)
+                raise BusyError("error.speech_live.busy", capacity=self.slots.capacity)
         else:
             self.slots.acquire(session)  # marks it active (it holds its slot)
         try:
             samples = session.converter.convert(chunk)
-        except VisitorError as e:
+        except VisitorError:
             session.close()
             self.slots.release(session)
-            raise gr.Error(str(e), print_exception=False) from e
+            raise
         room = max(0, int((self.max_seconds - session.heard) * 16_000))
         session.add(samples[:room])
         if session.error:
-            raise gr.Error(session.error, print_exception=False)
+            raise session.error
         if len(samples) > room:  # the time limit: finish here (the stream's own limit stops the browser)
             session.finish()
             self.slots.release(session)
-            note = f"Live transcription stops after {self.limit}: stop to download the transcript, or record again."
+            note = i18n.text("speech.live.time_limit", limit=self.limit)
             return session, words_html(session.view[0], [], threshold), _status(session, note)
         committed, tentative = session.view
         return session, words_html(committed, tentative, threshold), _status(session)
 
+    @localized(what=LIVE)
     def stop(self, session: LiveSession | None, threshold: float = DEFAULT_CONFIDENCE) -> tuple[Any, ...]:
         """Finish the stream; (state, transcript HTML, status, the transcript files)."""
         if session is None:
             return None, gr.skip(), gr.skip(), None
         session.finish()
         self.slots.release(session)
-        note = session.error or "Stopped."
+        note = session.error.render() if session.error else i18n.text("speech.live.stopped")
         return None, words_html(session.view[0], [], threshold), _status(session, note), session.downloads()
 
 
@@ -262,22 +268,22 @@ def build(runtime: Runtime, confidence: gr.Slider, download_root: Path) -> LiveS
     settings = runtime.settings
     streams = LiveStreams(runtime, download_root)
     zero_gpu = on_zero_gpu()
-    gr.Markdown(f"Speak and watch the words appear: committed words in normal type, coloured by Whisper's "
-                f"confidence; the tentative tail in grey. Up to {streams.limit} per stream; stop to download the "
-                "transcript." if not zero_gpu else ZERO_GPU_NOTE, elem_classes="mm-lead")
+    gr.Markdown(t("speech.live.lead", limit=streams.limit) if not zero_gpu else t("speech.live.zero_gpu"),
+                elem_classes="mm-lead")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
-            microphone = gr.Audio(sources=["microphone"], type="numpy", streaming=True, label="Microphone",
-                                  elem_id="speech-live-audio", interactive=not zero_gpu)
+            microphone = gr.Audio(sources=["microphone"], type="numpy", streaming=True,
+                                  label=t("speech.live.microphone"), elem_id="speech-live-audio",
+                                  interactive=not zero_gpu)
             model = model_dropdown(runtime, "speech")
             model.elem_id = "speech-live-model"
             if any(c.spec.id == PREFERRED_MODEL and c.available_offline for c in runtime.model_choices("speech")):
                 model.value = PREFERRED_MODEL
         with gr.Column(scale=3):
-            transcript = gr.HTML(label="Live transcript", elem_id="speech-live-transcript",
-                                 value="<i>Press record and speak.</i>")
+            transcript = gr.HTML(label=t("speech.live.transcript"), elem_id="speech-live-transcript",
+                                 value=t("speech.live.press_record"))
             status = gr.Markdown(elem_id="speech-live-status")
-            files = gr.File(label="Download the transcript (.txt, .srt, .vtt)", file_count="multiple",
+            files = gr.File(label=t("speech.download"), file_count="multiple",
                             interactive=False, height=140, elem_id="speech-live-files")
     state = gr.State(None)
     microphone.stream(streams.chunk, inputs=[microphone, state, model, confidence],

@@ -6,6 +6,7 @@ from typing import Any
 
 import gradio as gr
 
+from mmdemo import i18n
 from mmdemo.explain import overlay
 from mmdemo.runtime import Runtime
 from mmdemo.ui.common import (
@@ -19,6 +20,7 @@ from mmdemo.ui.common import (
     result_json,
     wire,
 )
+from mmdemo.ui.i18n import localized, t
 
 EXAMPLES = [
     ["skimage_chelsea.png", "What animal is this?"],
@@ -31,7 +33,7 @@ def render(result: dict[str, Any] | None) -> tuple[Any, str]:
     if not result:
         return None, ""
     scored = [a for a in result["answers"] if a["score"] is not None]
-    answer = {a["answer"]: a["score"] for a in scored} if scored else result["answer"] or "(no answer)"
+    answer = {a["answer"]: a["score"] for a in scored} if scored else result["answer"] or i18n.text("vqa.no_answer")
     return answer, provenance_line(result)
 
 
@@ -41,28 +43,29 @@ def draw_map(result: dict[str, Any] | None, image: str | None) -> gr.Image:
     if not maps or not image:
         return gr.Image(value=None, visible=False)
     picture = overlay.heatmap(overlay.display_image(image), maps[0]["grid"])
-    return gr.Image(value=picture, visible=True, label=f"Where the model looked for {maps[0]['label']!r}")
+    return gr.Image(value=picture, visible=True, label=i18n.text("tabs.map.looked_for", label=maps[0]["label"]))
 
 
 def build(runtime: Runtime) -> TabParts:
     with gr.Row(equal_height=False):
         with gr.Column():
-            image = image_input(label="Image", height=IMAGE_HEIGHT)
-            question = gr.Textbox(label="Question", placeholder="e.g. What is the cat lying on?", max_lines=2)
+            image = image_input(label=t("tabs.image"), height=IMAGE_HEIGHT)
+            question = gr.Textbox(label=t("vqa.question"), placeholder=t("vqa.question.placeholder"), max_lines=2)
             examples("vqa", [[asset(name), q] for name, q in EXAMPLES], [image, question])
             model = model_dropdown(runtime, "vqa")
             with gr.Row(equal_height=False):  # side by side: the button stays on a laptop's first screen
-                button = gr.Button("Answer", variant="primary", scale=3)
-                explain = gr.Checkbox(value=False, label="Explain (slower)",
+                button = gr.Button(t("vqa.button"), variant="primary", scale=3)
+                explain = gr.Checkbox(value=False, label=t("tabs.explain"),
                                       scale=2, min_width=160, container=False)
         with gr.Column():
-            answer = gr.Label(label="Answer", num_top_classes=5, elem_id="vqa-answer")
-            answer_map = gr.Image(label="Where the model looked", visible=False, interactive=False, height=240,
+            answer = gr.Label(label=t("vqa.answer"), num_top_classes=5, elem_id="vqa-answer")
+            answer_map = gr.Image(label=t("tabs.map"), visible=False, interactive=False, height=240,
                                   elem_id="vqa-map")
             provenance = gr.Markdown(elem_id="vqa-provenance")
             result = result_json()
     inputs = {"image": image, "question": question, "model": model, "explain": explain}
     parts = wire(runtime, "vqa", button, inputs, result, render, [answer, provenance], submit=[question])
-    result.change(draw_map, inputs=[result, image], outputs=answer_map, api_visibility="private", queue=False)
+    result.change(localized(draw_map), inputs=[result, image], outputs=answer_map, api_visibility="private",
+                  queue=False)
     parts.outputs["map"] = answer_map
     return parts
