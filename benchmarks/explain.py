@@ -10,7 +10,12 @@ a faithful map lowers it more. Also the deletion curve (0-50 % of the patches, b
 under each, averaged over the shared images. Random weights: the maps explain what these models compute, which is
 all a faithfulness test needs. GIT (captioning) has no real-size checkpoint in the benchmark set.
 
-    python -m benchmarks.explain [--repeats 5] [--images 8] [--skip-deletion]
+Sentiment deletion: on the shared SST-2 sentences, the 1, 2, 3 words with the highest attribution are deleted, by
+the app's gradient × input and by occlusion, against as many random words (mean of 5 draws), and the verdict's
+probability scored again through the runtime; also how often the two methods agree on the top word and their rank
+correlation. The sentences' labels are not used: with random weights the verdict is what is explained.
+
+    python -m benchmarks.explain [--repeats 5] [--images 8] [--sentences 40] [--skip-deletion] [--only sentiment]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from benchmarks.bench_models import DEFAULT_ROOT, ensure_bench_models
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("MMDEMO_BENCH_MEDIA", REPO.parent / "shared" / "media")) / "images"
+SENTENCES = MEDIA.parent / "text" / "sst2_dev_first40.tsv"
 IMAGE = REPO / "assets" / "skimage_chelsea.png"
 LABELS = "cat, dog, bird, car, horse"
 QUESTION = "what color is the cat?"
@@ -195,15 +201,88 @@ def deletion(runtime, images: list[Path], fractions=(0.0, 0.1, 0.2, 0.3, 0.4, 0.
     return lines
 
 
+SENTIMENT_MODEL = "cardiffnlp/twitter-roberta-base-sentiment-latest"
+DELETED_WORDS = (1, 2, 3)
+RANDOM_DRAWS = 5
+
+
+def _verdict_probability(runtime, texts: list[str], label: str) -> list[float]:
+    return [runtime.run("sentiment", {"text": text, "text_model": SENTIMENT_MODEL})["probabilities"][label]
+            for text in texts]
+
+
+def _without(words: list[str], deleted) -> str:
+    gone = {int(i) for i in deleted}
+    return " ".join(w for i, w in enumerate(words) if i not in gone)
+
+
+def sentiment_deletion(runtime, count: int) -> list[str]:
+    """Gradient × input (the app's) and occlusion: the verdict's probability drop when each method's top 1-3 words
+    are deleted, against random words; top-word agreement and Spearman correlation between the two methods."""
+    import csv
+
+    from scipy.stats import spearmanr
+
+    from mmdemo.explain import attributions
+    from mmdemo.tasks.sentiment.task import LABELS
+
+    with SENTENCES.open(newline="") as f:
+        sentences = [" ".join(row["text"].split()) for row in csv.DictReader(f, delimiter="\t")][:count]
+    rng = np.random.default_rng(0)
+    drops: dict[str, list[list[float]]] = {"gradient-x-input": [], "occlusion": [], "random": []}
+    same_top, correlations, used = 0, [], 0
+    for text in sentences:
+        words = text.split()
+        if len(words) <= max(DELETED_WORDS):
+            continue
+        result = runtime.run("sentiment", {"text": text, "text_model": SENTIMENT_MODEL, "explain": True})
+        label = result["explanation"]["label"]
+        full = result["probabilities"][label]
+        gradient = np.asarray([w["score"] for w in result["explanation"]["words"]])
+
+        def classify(texts: list[str]) -> list[list[float]]:
+            return [list(runtime.run("sentiment", {"text": t, "text_model": SENTIMENT_MODEL})["probabilities"]
+                         .values()) for t in texts]
+
+        occluded, _ = attributions.occlusion(text, classify, LABELS.index(label))
+        occlusion = np.asarray([w["score"] for w in occluded])
+        for name, scores in (("gradient-x-input", gradient), ("occlusion", occlusion)):
+            order = np.argsort(-scores, kind="stable")
+            drops[name].append([full - p for p in _verdict_probability(
+                runtime, [_without(words, order[:k]) for k in DELETED_WORDS], label)])
+        draws = [rng.permutation(len(words)) for _ in range(RANDOM_DRAWS)]
+        random_texts = [_without(words, draw[:k]) for k in DELETED_WORDS for draw in draws]
+        random_drops = np.asarray([full - p for p in _verdict_probability(runtime, random_texts, label)])
+        drops["random"].append(random_drops.reshape(len(DELETED_WORDS), RANDOM_DRAWS).mean(axis=1).tolist())
+        same_top += int(np.argmax(gradient) == np.argmax(occlusion))
+        correlations.append(spearmanr(gradient, occlusion).statistic)
+        used += 1
+    lines = []
+    for name, rows in drops.items():
+        mean = np.mean(rows, axis=0)
+        above = [sum(r[i] > q[i] for r, q in zip(rows, drops["random"], strict=True)) for i in range(len(mean))]
+        versus = "" if name == "random" else "; larger than random on " + ", ".join(
+            f"{a}/{used}" for a in above)
+        lines.append(f"sentiment RoBERTa base, {name}: verdict probability drop deleting the top "
+                     f"{'/'.join(map(str, DELETED_WORDS))} words " + ", ".join(f"{m:.4f}" for m in mean) + versus)
+    lines.append(f"sentiment RoBERTa base: top word the same for both methods on {same_top}/{used} sentences; "
+                 f"Spearman correlation of the word scores: median {np.nanmedian(correlations):.2f}")
+    for line in lines:
+        print(line, flush=True)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--images", type=int, default=8, help="how many of the shared images the deletion test uses")
+    parser.add_argument("--sentences", type=int, default=40, help="how many shared SST-2 sentences the sentiment "
+                                                                   "deletion test uses")
     parser.add_argument("--skip-deletion", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--layers", type=int, help="relevance layers for CLIP, SigLIP and ViLT (default: the app's)")
     parser.add_argument("--only", help="only the cost cases whose key starts with this (zero_shot), the deletion "
-                                           "cases whose name contains it (zero-shot, vilt)")
+                                           "cases whose name contains it (zero-shot, vilt, sentiment)")
     args = parser.parse_args(argv)
     from mmdemo.explain import relevance
 
@@ -220,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_deletion:
         images = sorted(p for p in MEDIA.glob("*") if p.suffix.lower() in (".jpg", ".png"))[: args.images]
         deletion(runtime, images, only=args.only)
+        if not args.only or args.only.lower() in "sentiment roberta base":
+            sentiment_deletion(runtime, args.sentences)
         print(uptime(), flush=True)
 
 

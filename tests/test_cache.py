@@ -98,6 +98,20 @@ def test_estimate_makes_room_before_loading():
     assert seen_during_load == [False]  # a was evicted before b's weights were loaded
 
 
+def test_a_model_that_grows_while_in_use_is_counted_and_colder_ones_make_room():
+    """A request may leave its model bigger (explain keeps transposed weights): the size is measured again when the
+    request ends, and colder unpinned entries are evicted to stay within the budget."""
+    loader = CountingLoader({"a": 40, "b": 40})
+    cache = make_cache(100)
+    with cache.use(key("a"), loader("a")):
+        pass
+    with cache.use(key("b"), loader("b")) as model:
+        model.nbytes = 70  # it grew
+    stats = cache.stats()
+    assert [(e.key.model_id, e.nbytes) for e in stats.entries] == [("b", 70)]
+    assert stats.used_bytes == 70 and stats.evictions == 1
+
+
 def test_entry_in_use_is_never_evicted():
     loader = CountingLoader({"a": 60, "b": 60})
     cache = make_cache(100, wait_seconds=0.3)

@@ -140,7 +140,7 @@ class ModelCache:
             if entry is None:
                 return False
             if entry.in_use:
-                raise BusyError(f"{key.model_id} is in use by a running request; unload it when that finishes")
+                raise BusyError("error.memory.in_use", model=key.model_id)
             self._drop(entry)
             self._cond.notify_all()
         self._on_evict()
@@ -251,10 +251,8 @@ class ModelCache:
     def _make_room(self, nbytes: int, key: ModelKey) -> int:
         """Evict cold unpinned entries until `nbytes` fits; wait for pinned ones. Caller holds the lock."""
         if nbytes > self.budget_bytes:
-            raise ModelTooLargeError(
-                f"{key.model_id} needs {nbytes / 1e9:.2f} GB but the memory budget is "
-                f"{self.budget_bytes / 1e9:.2f} GB: raise MMDEMO_MEMORY_BUDGET or use a smaller model"
-            )
+            raise ModelTooLargeError("error.memory.model_too_large", model=key.model_id, size_gb=nbytes / 1e9,
+                                     budget_gb=self.budget_bytes / 1e9)
         evicted = 0
         deadline = time.monotonic() + self._wait_seconds
         while self._used() + self._reserved + nbytes > self.budget_bytes:
@@ -265,9 +263,7 @@ class ModelCache:
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise BusyError(
-                    f"Not enough free memory to load {key.model_id} while other requests run; try again in a moment"
-                )
+                raise BusyError("error.memory.busy", model=key.model_id)
             self._cond.wait(remaining)
         return evicted
 
@@ -279,9 +275,21 @@ class ModelCache:
         log.info("Evicted %s (%.1f MB)", entry.key, entry.nbytes / 1e6)
 
     def _release(self, key: ModelKey) -> None:
+        """Unpin `key`. Its size is measured again: a model may hold more than it was loaded with (explain's
+        transposed weights, `mmdemo.explain.grads.keep_transposed_weights`); colder entries go if it no longer fits."""
+        evicted = 0
         with self._cond:
             entry = self._entries.get(key)
             if entry is not None:
                 entry.in_use -= 1
                 entry.last_used = time.time()
+                entry.nbytes = int(self._size_of(entry.value))
+                while self._used() + self._reserved > self.budget_bytes:
+                    coldest = next((e for e in self._entries.values() if not e.in_use and e is not entry), None)
+                    if coldest is None:
+                        break
+                    self._drop(coldest)
+                    evicted += 1
             self._cond.notify_all()
+        if evicted:
+            self._on_evict()

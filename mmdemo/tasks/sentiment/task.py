@@ -22,6 +22,7 @@ from PIL import Image
 from mmdemo.config import Settings
 from mmdemo.errors import InputError, ModelUnavailableError
 from mmdemo.explain.grads import explain_flag
+from mmdemo.i18n import Message
 from mmdemo.media import AudioClip, load_audio, load_image
 from mmdemo.models.loading import ModelBundle
 from mmdemo.tasks.base import GPU_SETUP_SECONDS, Comparable, ModelSpec, Task, clean_text
@@ -33,7 +34,7 @@ LABELS = ("negative", "neutral", "positive")
 MODALITIES = ("text", "image", "speech")
 VADER = "vader"  # the text_model value that picks the VADER lexicon (no download, no cache entry)
 VADER_NOTE = "VADER lexicon: rule-based, English, needs no download"
-NO_INPUT = "Give a text, an image or a recording (any combination)"
+NO_INPUT = str(Message("error.sentiment.no_input"))  # the English line, for callers that compare; raised by key
 TEXT_MAX_TOKENS = 512  # both text models' position limit; longer texts and transcripts are truncated
 
 # SST-2 models have no neutral class: a verdict whose top probability is below this reads as neutral.
@@ -87,7 +88,8 @@ def _parse_weight(value: Any, modality: str) -> float:
     try:
         return float(value)
     except (TypeError, ValueError) as e:
-        raise InputError(f"The {modality} weight {value!r} is not a number: use 0 or more") from e
+        raise InputError("error.sentiment.weight_not_number", modality=fusion.modality_name(modality),
+                         value=value) from e
 
 
 def parse_prompts(value: Any, label: str) -> tuple[str, ...]:
@@ -98,8 +100,8 @@ def parse_prompts(value: Any, label: str) -> tuple[str, ...]:
     prompts = tuple(p for p in prompts if p)
     for prompt in prompts:
         if len(prompt) > MAX_LABEL_CHARS:
-            raise InputError(f"The {label} prompt {prompt[:20]!r}… is longer than {MAX_LABEL_CHARS} characters: "
-                             "shorten it")
+            raise InputError("error.sentiment.prompt_too_long", label=Message(f"error.sentiment.label.{label}"),
+                             prompt=prompt[:20], limit=MAX_LABEL_CHARS)
     return prompts or IMAGE_PROMPTS[label]
 
 
@@ -131,7 +133,7 @@ class SentimentTask(Task[SentimentInputs]):
         ModelSpec("cardiffnlp/twitter-roberta-base-sentiment-latest",
                   note="RoBERTa trained on tweets: negative / neutral / positive"),
         ModelSpec("distilbert/distilbert-base-uncased-finetuned-sst-2-english",
-                  note=f"DistilBERT SST-2: 2 classes, neutral when unsure (top probability < {SST2_NEUTRAL_BELOW:g})"),
+                  note="DistilBERT SST-2: 2 classes, neutral when unsure"),
     )
     architectures = frozenset({"RobertaForSequenceClassification", "DistilBertForSequenceClassification"}
                               | ZeroShotTask.architectures | SpeechTask.architectures)
@@ -143,14 +145,15 @@ class SentimentTask(Task[SentimentInputs]):
         speech_weight, text_model ("vader" or a model id), image_model, speech_model, and
         negative_prompts / neutral_prompts / positive_prompts (one per line; blank: the defaults)."""
         custom = settings.allow_custom_models
-        text = clean_text(raw.get("text"), what="Text", max_chars=settings.max_text_chars, required=False) or None
+        text = clean_text(raw.get("text"), what=Message("error.field.text"), max_chars=settings.max_text_chars,
+                          required=False) or None
         given_image = _given(raw.get("image"))
         given_audio = _given(raw.get("audio"))
         if text is None and not given_image and not given_audio:
-            raise InputError(NO_INPUT)
+            raise InputError("error.sentiment.no_input")
         method = str(raw.get("method") or fusion.WEIGHTED_AVERAGE).strip().lower()
         if method not in fusion.METHODS:
-            raise InputError(f"Unknown fusion method {method!r}: choose one of {', '.join(fusion.METHODS)}")
+            raise InputError("error.sentiment.unknown_method", method=method, choices=", ".join(fusion.METHODS))
         weights = {m: _parse_weight(raw.get(f"{m}_weight"), m) for m in MODALITIES}
         text_model_id = str(raw.get("text_model") or "").strip()
         text_model = None if text_model_id.lower() == VADER else self.model_spec(text_model_id, allow_custom=custom)
@@ -169,7 +172,7 @@ class SentimentTask(Task[SentimentInputs]):
         )
         prompt_count = sum(len(p) for p in inputs.prompts.values())
         if inputs.image is not None and prompt_count > settings.max_labels:
-            raise InputError(f"{prompt_count} image prompts given; the limit is {settings.max_labels}: remove some")
+            raise InputError("error.sentiment.too_many_prompts", count=prompt_count, limit=settings.max_labels)
         if method == fusion.WEIGHTED_AVERAGE:
             fusion.check_weights(weights, inputs.modalities)  # before any model loads
         return inputs
@@ -192,8 +195,10 @@ class SentimentTask(Task[SentimentInputs]):
     def predict(self, bundles: Mapping[str, ModelBundle], inputs: SentimentInputs) -> dict[str, Any]:
         text_bundle = bundles.get("text")
         probs: dict[str, tuple[float, ...]] = {}
-        transcript = None
-        if inputs.text is not None:
+        transcript = explanation = None
+        if inputs.text is not None and inputs.explain:  # one forward pass gives the verdict and its explanation
+            probs["text"], explanation = classify_and_explain_text(text_bundle, inputs.text)
+        elif inputs.text is not None:
             probs["text"] = classify_text(text_bundle, inputs.text)
         if inputs.image is not None:
             probs["image"] = classify_image(bundles["image"], inputs.image, inputs.prompts)
@@ -208,7 +213,7 @@ class SentimentTask(Task[SentimentInputs]):
             "contributions": fusion.contributions(fused, probs),
             "transcript": transcript,
             "sst2": text_bundle is not None and _is_two_class(text_bundle),
-            "explanation": explain_text(text_bundle, inputs.text, probs.get("text")) if inputs.explain else None,
+            "explanation": explanation,
         }
 
     def format(self, output: dict[str, Any], inputs: SentimentInputs) -> dict[str, Any]:
@@ -267,7 +272,7 @@ class SentimentTask(Task[SentimentInputs]):
         if inputs.audio is not None:
             seconds += transcription_gpu_seconds(inputs.audio.duration)
         if inputs.explain:
-            seconds += 2.0  # the text again, once without each word, in one batch
+            seconds += 2.0  # the text again, one forward and one backward pass (attributions.gradient_x_input)
         return seconds
 
 
@@ -327,7 +332,7 @@ def vader_analyzer():
             try:
                 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
             except ImportError as e:
-                raise ModelUnavailableError("The VADER lexicon is not installed: pip install vadersentiment") from e
+                raise ModelUnavailableError("error.sentiment.vader_missing") from e
             _vader_analyzer = SentimentIntensityAnalyzer()
         return _vader_analyzer
 
@@ -339,10 +344,7 @@ def _three_class_order(id2label: Mapping[int, str]) -> tuple[int, ...]:
         return tuple(names[label] for label in LABELS)
     if set(names) == {"negative", "positive"}:
         return names["negative"], names["positive"]
-    raise ModelUnavailableError(
-        f"This text model's classes are {sorted(names)}; the sentiment tab needs negative/neutral/positive "
-        "or negative/positive: pick another model"
-    )
+    raise ModelUnavailableError("error.sentiment.classes", classes=sorted(names))
 
 
 def _is_two_class(bundle: ModelBundle) -> bool:
@@ -368,31 +370,53 @@ def classify_text(bundle: ModelBundle | None, text: str) -> tuple[float, float, 
     return tuple(probs[i] for i in order)  # type: ignore[return-value]
 
 
-def explain_text(bundle: ModelBundle | None, text: str | None, probs: Sequence[float] | None = None
-                 ) -> dict[str, Any] | None:
-    """Each word's part in the text's verdict: occlusion for a classifier, VADER's lexicon scores for VADER; None
-    without a text (an image or a recording alone: nothing to attribute to words)."""
-    from mmdemo.explain import attributions
+def _to_three(p: Sequence[Any], order: Sequence[int]) -> tuple[Any, Any, Any]:
+    """A model's class probabilities (floats, or 0-d tensors that autograd follows) as (negative, neutral,
+    positive)."""
+    if len(order) == 2:
+        return sst2_to_three(p[order[0]], p[order[1]])
+    return tuple(p[i] for i in order)  # type: ignore[return-value]
 
-    if text is None:
-        return None
+
+def classify_and_explain_text(bundle: ModelBundle | None, text: str) -> tuple[tuple[float, float, float],
+                                                                             dict[str, Any]]:
+    """The text's (negative, neutral, positive), as `classify_text` gives it, and each word's part in the verdict:
+    gradient × input for a classifier, from the same forward pass that gives the probabilities plus one backward
+    pass (occlusion where the tokenizer cannot map tokens back to characters); VADER's lexicon scores for VADER.
+    """
+    from mmdemo.explain import attributions, grads
+
     if bundle is None:
         words, note = attributions.vader_words(text, vader_analyzer().lexicon)
-        return {"method": "vader-lexicon", "note": note, "words": words}
-    label = fusion.argmax(probs if probs is not None else classify_text(bundle, text))
+        return classify_text(None, text), {"method": "vader-lexicon", "note": note, "words": words}
     order = _three_class_order(bundle.model.config.id2label)
-
-    def to_three(p: list[float]) -> tuple[float, float, float]:
-        if len(order) == 2:
-            return sst2_to_three(p[order[0]], p[order[1]])
-        return tuple(p[i] for i in order)  # type: ignore[return-value]
-
     tokenizer = bundle.processor
     max_length = min(TEXT_MAX_TOKENS, getattr(tokenizer, "model_max_length", TEXT_MAX_TOKENS))
-    classify = attributions.batch_classifier(bundle.model, tokenizer, bundle.prepare, max_length, to_three)
-    words, note = attributions.occlusion(text, classify, label)
-    return {"method": "occlusion", "note": f"{note} (the verdict: {LABELS[label]})", "words": words,
-            "label": LABELS[label]}
+    if getattr(tokenizer, "is_fast", False) and text.strip():
+        encoded = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt",
+                            return_offsets_mapping=True, return_special_tokens_mask=True)
+        offsets = [tuple(span) for span in encoded.pop("offset_mapping")[0].tolist()]
+        special = encoded.pop("special_tokens_mask")[0].tolist()
+
+        def verdict_log_prob(logits: Any) -> Any:
+            three = _to_three(logits.float().softmax(dim=-1), order)
+            return three[fusion.argmax([float(p.detach()) for p in three])].log()
+
+        # The transposed weights stay with the model, so the cache counts them (measured when the request ends).
+        bundle.nbytes += grads.keep_transposed_weights(bundle.model)
+        words, note, logits = attributions.gradient_x_input(text, bundle.model, bundle.prepare(encoded), offsets,
+                                                            special, verdict_log_prob)
+        probs = _to_three(logits.float().softmax(dim=-1).tolist(), order)
+        method = "gradient-x-input"
+    else:
+        probs = classify_text(bundle, text)
+        classify = attributions.batch_classifier(bundle.model, tokenizer, bundle.prepare, max_length,
+                                                 lambda p: _to_three(p, order))
+        words, note = attributions.occlusion(text, classify, fusion.argmax(probs))
+        method = "occlusion"
+    label = fusion.argmax(probs)
+    return probs, {"method": method, "note": f"{note} (the verdict: {LABELS[label]})", "words": words,
+                   "label": LABELS[label]}
 
 
 # ---------------------------------------------------------------- image
