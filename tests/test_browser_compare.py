@@ -176,7 +176,7 @@ def test_flag_review_export_and_rerun(page, flag_dir, tmp_path):
 
 def test_an_evaluation_row_opens_in_compare_mode(page):
     open_tab(page, "Evaluate")
-    page.locator("#evaluate-examples").get_by_text("zero_shot: 6 labelled", exact=False).click()
+    page.locator("#evaluate-examples").get_by_text("zero_shot", exact=True).click()
     choose_many(page, "evaluate-models", "google/siglip-base-patch16-224")
     page.locator("#evaluate-run").click()
     expect(page.locator("#evaluate-summary")).to_contain_text("siglip", timeout=RUN_TIMEOUT_MS)

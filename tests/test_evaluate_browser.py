@@ -110,7 +110,7 @@ def test_evaluate_tab_cancel_finish_sort_and_report_offline(browser, app_url, sl
     expect(page.locator("#evaluate-downloads")).to_contain_text("report.html")
 
     # Another run, to the end: the ready-made zero-shot set (it takes precedence over the uploaded ZIP).
-    page.locator("#evaluate-examples").get_by_text("zero_shot: 6 labelled", exact=False).click()
+    page.locator("#evaluate-examples").get_by_text("zero_shot", exact=True).click()
     expect(page.locator("#evaluate-preset input")).to_have_value(re.compile("^zero_shot"))
     page.locator("#evaluate-run").click()
     expect(summary).to_contain_text("top-1", timeout=RUN_TIMEOUT_MS)

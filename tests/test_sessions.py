@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import gradio as gr
 import gradio.route_utils
@@ -20,7 +21,9 @@ def demo(tiny_runtime):
 
 
 def configs(session) -> list[dict]:
-    return copy.deepcopy(list(session.components))
+    """The session's component configs as plain data (a translated text is Gradio's I18nData, which compares by
+    identity: it is compared as the marker it is sent as)."""
+    return json.loads(json.dumps(copy.deepcopy(list(session.components)), default=str))
 
 
 def test_building_the_app_makes_gradio_start_sessions_lazily(demo):
