@@ -25,6 +25,7 @@ import os
 import statistics
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ SENTENCES = MEDIA.parent / "text" / "sst2_dev_first40.tsv"
 IMAGE = REPO / "assets" / "skimage_chelsea.png"
 LABELS = "cat, dog, bird, car, horse"
 QUESTION = "what color is the cat?"
+VILT_VQA = "dandelin/vilt-b32-finetuned-vqa"
+BLIP_VQA = "Salesforce/blip-vqa-base"
 TEXT = "i really love this movie, the food was great but the service was terrible"
 
 COST_CASES: list[tuple[str, str, dict[str, Any]]] = [
@@ -132,8 +135,7 @@ def _vilt_score(runtime, image: Image.Image, answer: str) -> float:
     from mmdemo import registry
 
     task = registry.get("vqa")
-    inputs = task.validate({"image": image, "question": QUESTION, "model": "dandelin/vilt-b32-finetuned-vqa"},
-                           runtime.settings)
+    inputs = task.validate({"image": image, "question": QUESTION, "model": VILT_VQA}, runtime.settings)
     with runtime.predictor.bundles(task, task.models_needed(inputs)) as bundles:
         import torch
 
@@ -147,6 +149,52 @@ def _vilt_score(runtime, image: Image.Image, answer: str) -> float:
         return float(logits[bundle.model.config.label2id[answer]])
 
 
+@contextmanager
+def _blip_vqa(runtime, image: Image.Image):
+    """BLIP VQA's bundle, held, and the processor's batch for `image` and the question."""
+    from mmdemo import registry
+    from mmdemo.media.pixels import reduce_for
+
+    task = registry.get("vqa")
+    inputs = task.validate({"image": image, "question": QUESTION, "model": BLIP_VQA}, runtime.settings)
+    with runtime.predictor.bundles(task, task.models_needed(inputs)) as bundles:
+        bundle = bundles["model"]
+        yield bundle, bundle.prepare(bundle.processor(images=reduce_for(bundle.processor, image), text=QUESTION,
+                                                      return_tensors="pt"))
+
+
+def _blip_answer_ids(runtime, image: Image.Image, answer: str):
+    """The tokens of the app's `answer` (start token first, as `gradcam.blip_vqa_map` scores them), generated again:
+    its text does not give them back, as the benchmark's BLIP has the tiny test tokenizer (258 of its 30,524 ids)."""
+    import torch
+
+    from mmdemo.models.generation import cache_kwargs
+    from mmdemo.tasks.vqa import MAX_ANSWER_TOKENS
+
+    with _blip_vqa(runtime, image) as (bundle, batch), torch.inference_mode():
+        ids = bundle.model.generate(**batch, max_new_tokens=MAX_ANSWER_TOKENS, **cache_kwargs(bundle.architecture))
+        if bundle.processor.decode(ids[0], skip_special_tokens=True).strip() != answer:
+            raise RuntimeError(f"BLIP generated another answer than the app's {answer!r}")
+        return ids[:1, : int((ids[0] != bundle.model.config.text_config.pad_token_id).sum())]
+
+
+def _blip_score(runtime, image: Image.Image, answer_ids) -> float:
+    """The answer's log-likelihood under BLIP VQA given `image` and the question, teacher-forced on its tokens."""
+    import torch
+
+    from mmdemo.explain.gradcam import _token_log_probs
+
+    with _blip_vqa(runtime, image) as (bundle, batch), torch.inference_mode():
+        model, mask = bundle.model, batch["attention_mask"]
+        image_embeds = model.vision_model(pixel_values=batch["pixel_values"]).last_hidden_state
+        encoded = model.text_encoder(input_ids=batch["input_ids"], attention_mask=mask,
+                                     encoder_hidden_states=image_embeds, return_dict=True).last_hidden_state
+        logits = model.text_decoder(input_ids=answer_ids, attention_mask=torch.ones_like(answer_ids),
+                                    encoder_hidden_states=encoded, encoder_attention_mask=mask,
+                                    return_dict=True).logits
+        return float(_token_log_probs(logits, answer_ids).sum())
+
+
 def deletion(runtime, images: list[Path], fractions=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5), only: str | None = None
              ) -> list[str]:
     """Per method: mean score drop at 20 % (map vs random) and the areas under the deletion curves."""
@@ -154,7 +202,8 @@ def deletion(runtime, images: list[Path], fractions=(0.0, 0.1, 0.2, 0.3, 0.4, 0.
     cases = [
         ("zero-shot CLIP B/32", "openai/clip-vit-base-patch32"),
         ("zero-shot SigLIP base", "google/siglip-base-patch16-224"),
-        ("VQA ViLT B/32", "vilt"),
+        ("VQA ViLT B/32", VILT_VQA),
+        ("VQA BLIP base (answer log-likelihood)", BLIP_VQA),
     ]
     lines = []
     for name, model in cases:
@@ -163,14 +212,16 @@ def deletion(runtime, images: list[Path], fractions=(0.0, 0.1, 0.2, 0.3, 0.4, 0.
         by_map, at_random = [], []
         for path in images:
             image = _square(path)
-            if model == "vilt":
-                result = runtime.run("vqa", {"image": image, "question": QUESTION,
-                                             "model": "dandelin/vilt-b32-finetuned-vqa", "explain": True})
+            if model in (VILT_VQA, BLIP_VQA):
+                result = runtime.run("vqa", {"image": image, "question": QUESTION, "model": model, "explain": True})
                 target = result["answer"]
+                if model == BLIP_VQA:
+                    target = _blip_answer_ids(runtime, image, target)
                 grid = np.asarray(result["explanation"]["maps"][0]["grid"])
+                vqa_score = _blip_score if model == BLIP_VQA else _vilt_score
 
-                def score(img, target=target):
-                    return _vilt_score(runtime, img, target)
+                def score(img, target=target, vqa_score=vqa_score):
+                    return vqa_score(runtime, img, target)
             else:
                 result = runtime.run("zero_shot", {"image": image, "labels": LABELS, "model": model, "explain": True})
                 item = result["explanation"]["maps"][0]
@@ -282,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--layers", type=int, help="relevance layers for CLIP, SigLIP and ViLT (default: the app's)")
     parser.add_argument("--only", help="only the cost cases whose key starts with this (zero_shot), the deletion "
-                                           "cases whose name contains it (zero-shot, vilt, sentiment)")
+                                           "cases whose name contains it (zero-shot, vilt, blip, sentiment)")
     args = parser.parse_args(argv)
     from mmdemo.explain import relevance
 
