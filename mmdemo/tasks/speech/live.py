@@ -289,14 +289,14 @@ class ChunkConverter:
             rate, samples = chunk
             rate = int(rate)
         except (TypeError, ValueError) as e:
-            raise InputError("A live chunk must be (sample rate, samples): record from the microphone") from e
+            raise InputError("error.speech_live.chunk") from e
         samples = np.asarray(samples)
         if not 8_000 <= rate <= 384_000:
-            raise InputError(f"Microphone sample rate {rate} Hz is not supported: use 8 to 384 kHz")
+            raise InputError("error.speech_live.mic_rate", rate=rate)
         if self.rate is None:
             self.rate = rate
         elif rate != self.rate:
-            raise InputError(f"The microphone changed its rate mid-stream ({self.rate} -> {rate} Hz): start again")
+            raise InputError("error.speech_live.rate_changed", before=self.rate, after=rate)
         if samples.dtype.kind in "iu":
             info = np.iinfo(samples.dtype)
             middle = (int(info.max) + int(info.min) + 1) / 2

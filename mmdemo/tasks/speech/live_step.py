@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from mmdemo.config import Settings
 from mmdemo.errors import InputError
+from mmdemo.i18n import Message
 from mmdemo.models.loading import ModelBundle
 from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text
 from mmdemo.tasks.speech import greedy as whisper_greedy
@@ -50,20 +51,20 @@ class LiveStepTask(Task[LiveStepInputs]):
         spec = self.model_spec(raw.get("model"), allow_custom=settings.allow_custom_models)
         language = parse_language(raw.get("language"))
         if is_english_only(spec.id) and language not in (None, "en"):
-            raise InputError(f"{spec.id} only understands English: pick auto/English or a multilingual model")
+            raise InputError("error.speech_live.english_only", model=spec.id)
         samples = raw.get("samples")
         if not isinstance(samples, np.ndarray) or samples.ndim != 1 or samples.dtype != np.float32:
-            raise InputError("A live step takes 16 kHz mono float32 samples")
+            raise InputError("error.speech_live.samples_type")
         if not 0 < len(samples) <= WINDOW_SECONDS * SAMPLE_RATE or not np.isfinite(samples).all():
-            raise InputError(f"A live step takes 0 to {WINDOW_SECONDS:g} s of finite samples")
-        prompt = clean_text(raw.get("prompt"), what="Prompt", max_chars=MAX_PROMPT_CHARS, required=False)
+            raise InputError("error.speech_live.samples_length", seconds=WINDOW_SECONDS)
+        prompt = clean_text(raw.get("prompt"), what=Message("error.field.prompt"), max_chars=MAX_PROMPT_CHARS,
+                            required=False)
         return LiveStepInputs(model=spec, samples=samples, prompt=prompt, language=language)
 
     def predict(self, bundles: Mapping[str, ModelBundle], inputs: LiveStepInputs) -> dict[str, Any]:
         bundle = bundles["model"]
         if not whisper_greedy.supports(bundle.model):
-            raise InputError(f"Live mode needs a greedy Whisper checkpoint; {inputs.model.id} is configured for "
-                             "beam search or sampling: pick another model")
+            raise InputError("error.speech_live.not_greedy", model=inputs.model.id)
         greedy = whisper_greedy.GreedyWhisper(bundle.model)
         features = bundle.processor.feature_extractor(inputs.samples, sampling_rate=SAMPLE_RATE,
                                                       return_tensors="pt").input_features
