@@ -26,7 +26,9 @@ from mmdemo.tasks.sentiment.task import (
 )
 
 SHARED_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
-CAT = SHARED_MEDIA / "images" / "skimage_chelsea.png"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+CAT = next(path for path in (SHARED_MEDIA / "images" / "skimage_chelsea.png", ASSETS / "skimage_chelsea.png")
+           if path.is_file())  # the shared photo, or its copy among the examples where ../shared is absent
 JFK = SHARED_MEDIA / "audio" / "jfk.flac"
 SST2 = SHARED_MEDIA / "text" / "sst2_dev_first40.tsv"
 needs_shared_media = pytest.mark.skipif(not SHARED_MEDIA.is_dir(), reason=f"{SHARED_MEDIA} not available")
