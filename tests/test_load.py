@@ -47,6 +47,7 @@ import mmdemo.ui.tabs.speech
 from mmdemo import registry
 from mmdemo.backends import local_runtime
 from mmdemo.config import Settings
+from mmdemo.models.devices import trim_host_heap
 from mmdemo.models.loading import ModelBundle
 from mmdemo.runtime.cache import ModelCache
 
@@ -58,7 +59,8 @@ ROTATION_REQUESTS = int(os.environ.get("MMDEMO_LOAD_ROTATION_REQUESTS", "24"))
 SOAK_REQUESTS = int(os.environ.get("MMDEMO_LOAD_SOAK_REQUESTS", "1000"))
 VISITOR_PATIENCE_SECONDS = 120
 SOAK_WARM_UP = 100  # requests before the memory baseline: allocator pools, lazily built tokenizers, caches
-SOAK_RSS_GROWTH_LIMIT = 40 * 1024**2  # after warm-up; a leaked 200 KB per request would show as 180 MB
+# RSS growth per 100 requests after warm-up (the slope of the trace): a leaked 200 KB per request shows as 20 MB.
+SOAK_RSS_SLOPE_LIMIT = 8e6
 ROBERTA = "cardiffnlp/twitter-roberta-base-sentiment-latest"
 BLIPS = (  # four checkpoints of two similar sizes, in two tabs
     ("vqa", "Salesforce/blip-vqa-base"),
@@ -383,7 +385,12 @@ def test_a_thousand_sequential_requests_leak_neither_memory_nor_files(tiny_runti
                               "max_new_tokens": 5})
     speech = ("speech", {"audio": clip, "model": WHISPER, "timestamps": "segment"})
     process = psutil.Process()
-    baseline_rss = baseline_fds = 0
+
+    def resident() -> int:
+        trim_host_heap()  # freed pages back to the OS: what stays resident is what is still held
+        return process.memory_info().rss
+
+    baseline_fds = 0
     speech_results = 0
     rss_trace = []
     for number in range(SOAK_REQUESTS):
@@ -394,14 +401,20 @@ def test_a_thousand_sequential_requests_leak_neither_memory_nor_files(tiny_runti
             speech_results += 1
         if number + 1 == SOAK_WARM_UP:
             gc.collect()
-            baseline_rss, baseline_fds = process.memory_info().rss, process.num_fds()
-        if (number + 1) % 100 == 0:
-            rss_trace.append(round(process.memory_info().rss / 1e6, 1))
+            baseline_fds = process.num_fds()
+        if number + 1 >= SOAK_WARM_UP and (number + 1) % 50 == 0:
+            rss_trace.append(resident())
     gc.collect()
-    growth = process.memory_info().rss - baseline_rss
-    print(f"\nsoak: {SOAK_REQUESTS} requests in-process, RSS every 100 (MB): {rss_trace}, growth after warm-up "
-          f"{growth / 1e6:.1f} MB, fds {baseline_fds} -> {process.num_fds()}")
-    assert growth < SOAK_RSS_GROWTH_LIMIT
+    rss_trace.append(resident())
+    # A leak grows the resident size with every request; the allocator's arenas do not (in a process that has run
+    # the whole suite, at several GB, the RSS sometimes settles ~25 MB higher once and stays there: seen in CI).
+    # So the trend is judged, not the last sample against the first.
+    slope, _ = statistics.linear_regression(range(len(rss_trace)), rss_trace)
+    per_hundred = slope * 2
+    print(f"\nsoak: {SOAK_REQUESTS} requests in-process, RSS every 50 after warm-up (MB): "
+          f"{[round(r / 1e6, 1) for r in rss_trace]}, {per_hundred / 1e6:.1f} MB per 100 requests, "
+          f"fds {baseline_fds} -> {process.num_fds()}")
+    assert per_hundred < SOAK_RSS_SLOPE_LIMIT, f"RSS grows {per_hundred / 1e6:.1f} MB per 100 requests"
     assert process.num_fds() <= baseline_fds + 2  # no file left open per request
 
     # One transcript folder per transcribed request, and folders past their hour are removed by the next one.
