@@ -186,6 +186,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1, help="simultaneous streams of each clip (threads)")
     parser.add_argument("--realtime", action="store_true", help="pace the audio by the wall clock")
     parser.add_argument("--step", type=float, default=None, help="min seconds of new audio per decoding step")
+    parser.add_argument("--pause", type=float, default=None, help="seconds of silence that end a segment")
+    parser.add_argument("--full-window", action="store_true",
+                        help="encode a full 30 s window every step (the live step's shorter context switched off)")
     parser.add_argument("--json", type=Path, help="write the reports here")
     args = parser.parse_args()
 
@@ -198,7 +201,13 @@ def main() -> None:
 
     runtime = local_runtime(Settings(model_dir=default_model_dir(), device="cpu", memory_budget=4 * 1024**3))
     offline = Offline(runtime, args.model)
-    options = LiveOptions() if args.step is None else LiveOptions(min_step_seconds=args.step)
+    changed = {name: value for name, value in (("min_step_seconds", args.step), ("pause_seconds", args.pause))
+               if value is not None}
+    options = LiveOptions(**changed)
+    if args.full_window:
+        from mmdemo.tasks.speech import live_step
+
+        live_step.MIN_CONTEXT_SECONDS = live_step.WINDOW_SECONDS
 
     def step(samples: np.ndarray, prompt: str, language: str | None) -> dict[str, Any]:
         return runtime.run("speech_live", {"model": args.model, "samples": samples, "prompt": prompt,

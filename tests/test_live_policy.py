@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mmdemo.errors import InputError
-from mmdemo.tasks.speech.live import ChunkConverter, LiveOptions, LiveTranscriber, StreamSlots
+from mmdemo.tasks.speech.live import ChunkConverter, LiveOptions, LiveTranscriber, StreamSlots, Word, unrepeated
 from mmdemo.tasks.speech.vad import FRAME, SpeechDetector
 
 RATE = 16_000
@@ -101,8 +101,77 @@ def test_the_buffer_is_cut_at_a_finished_committed_segment_and_the_prompt_carrie
     assert t.committed_text() == "Hello there. how"
     assert t.buffer_start == pytest.approx(1.5)  # cut at the end of "Hello there."
     feed(t, speech(2.0))
-    assert script.calls[-1] == (pytest.approx(2.5), "Hello there.")  # the text before the buffer is the prompt
+    # The text before the buffer is the prompt, without its full stop (the speaker may only have paused there).
+    assert script.calls[-1] == (pytest.approx(2.5), "Hello there")
+    assert t.committed_text() == "Hello there. how are you"  # "today", the last word, may still grow: it waits
+    t.finish()
     assert t.committed_text() == "Hello there. how are you today"
+
+
+def test_the_last_word_waits_for_the_next_one_as_the_buffer_end_may_have_cut_it():
+    script = Script([segment(0, None, "when you read these hastily")],
+                    [segment(0, None, "when you read these hastily")],
+                    [segment(0, None, "when you read these hastily-scrawled pages")],
+                    [segment(0, None, "when you read these hastily-scrawled pages you")])
+    t = live(script)
+    feed(t, speech(4.0))
+    assert t.committed_text() == "when you read these hastily-scrawled pages"
+
+
+def test_committed_words_a_later_hypothesis_splits_differently_cover_only_their_own_letters():
+    script = Script([segment(0, None, "these hastily scrawled")], [segment(0, None, "these hastily scrawled pages")],
+                    [segment(0, None, "these hastily-scrawled pages you")])
+    t = live(script)
+    feed(t, speech(3.0))
+    assert t.committed_text() == "these hastily scrawled pages"  # not "pages" taken for part of "hastily-scrawled"
+
+
+def test_a_hypothesis_that_says_four_words_twice_in_a_row_is_cut_before_the_repetition():
+    looping = segment(0, None, "the birch canoe my father has revealed the name my father has revealed the name")
+    script = Script([looping], [looping])
+    t = live(script)
+    feed(t, speech(2.0))
+    t.finish()
+    assert t.committed_text() == "the birch canoe my father has revealed the name"
+    words = [Word(w, 0.9, 0.0, 1.0) for w in "ask not what you can do ask what you can do".split()]
+    assert unrepeated(words) == len(words)  # a phrase said again later is no loop
+
+
+def test_an_unsure_word_needs_three_hypotheses_a_sure_one_two():
+    def hypothesis(*words: tuple[str, float]) -> list[dict]:
+        return [{"start": 0.0, "end": None, "words": [{"text": w, "probability": p} for w, p in words]}]
+
+    script = Script(hypothesis(("she", 0.9), ("had", 0.9), ("your", 0.9), ("dog", 0.3)),
+                    hypothesis(("she", 0.9), ("had", 0.9), ("your", 0.9), ("dog", 0.3), ("sue", 0.3)),
+                    hypothesis(("she", 0.9), ("had", 0.9), ("your", 0.9), ("dog", 0.4), ("suit", 0.5), ("in", 0.9)))
+    t = live(script)
+    updates = feed(t, speech(3.0))
+    assert [[w.text for w in u.committed] for u in updates] == [[], ["she", "had", "your"], ["dog"]]
+
+
+def test_a_pause_that_came_while_a_step_ran_still_ends_a_segment():
+    """A slow step means one large chunk next: the pause inside it ends the segment there, not at the chunk's end."""
+    script = Script([segment(0, 2.0, "good morning")], [segment(0, None, "how are")])
+    t = live(script, pause_seconds=0.6, padding_seconds=0.3)
+    t.insert(np.concatenate([speech(2.0), silence(1.0), speech(2.0)]))
+    update = t.process()
+    assert [w.text for w in update.committed] == ["good", "morning"]
+    assert script.calls[0][0] == pytest.approx(2.3, abs=0.05)  # decoded to the pause (and its padding) only
+    assert t.buffer_start == pytest.approx(2.3, abs=0.05) and t.due()  # the speech after it is decoded next
+    t.process()
+    assert script.calls[1][0] == pytest.approx(2.7, abs=0.05)
+
+
+def test_past_its_ceiling_the_buffer_is_cut_at_the_longest_silence_between_words():
+    script = Script([segment(0, None, "a long stretch")])
+    t = live(script, max_buffer_seconds=8.0, pause_seconds=0.6, padding_seconds=0.3, min_step_seconds=100.0)
+    t.insert(np.concatenate([speech(3.0), silence(0.2), speech(3.0), silence(0.4), speech(1.2)]))
+    assert not t.due()  # 7.8 s, no pause of 0.6 s: nothing ends a segment yet
+    t.insert(speech(0.5))
+    t.process()
+    # Cut in the middle of the 0.4 s silence (6.2 to 6.6 s), not inside a word, and what was before it committed.
+    assert script.calls == [(pytest.approx(6.4, abs=0.07), "")]
+    assert t.buffer_start == pytest.approx(6.4, abs=0.07) and t.committed_text() == "a long stretch"
 
 
 def test_the_buffer_never_outgrows_its_ceiling_even_without_agreement():

@@ -110,6 +110,26 @@ class GreedyWhisper:
         encoder = self.model.get_encoder()
         return encoder(input_features=window.to(encoder.conv1.weight.dtype)).last_hidden_state
 
+    @torch.inference_mode()
+    def encode_prefix(self, features: torch.Tensor, frames: int) -> torch.Tensor:
+        """The encoder's hidden states for the first `frames` mel frames of a window only (whisper.cpp's
+        `audio_ctx`): the same layers over fewer positions, with the positional embeddings cut to match.
+
+        Attention costs the square of the length, so a 10 s context encodes several times faster than 30 s. Whisper
+        was trained on full windows only, so very short contexts read less accurately: callers keep a margin.
+        `frames` is rounded up to a multiple of `input_stride`; a full window gives `encode`'s result.
+        """
+        frames = min(self.window_frames, -(-frames // self.input_stride) * self.input_stride)
+        if frames == self.window_frames:
+            return self.encode(features[..., :frames])
+        encoder = self.model.get_encoder()
+        x = features[..., :frames].to(encoder.conv1.weight.dtype)
+        x = F.gelu(encoder.conv2(F.gelu(encoder.conv1(x)))).permute(0, 2, 1)
+        x = x + encoder.embed_positions.weight[:x.shape[1]]
+        for layer in encoder.layers:  # as WhisperEncoder.forward, which insists on 3000 frames
+            x = layer(x, None)
+        return encoder.layer_norm(x)
+
     def prompt(self, language: str | None, task: str, timestamps: bool, previous: Sequence[int] = ()) -> list[int]:
         """Start of transcript, then language and task (multilingual checkpoints), then no-timestamps if asked.
 
@@ -143,11 +163,17 @@ class GreedyWhisper:
         return self.decode_with_probabilities(hidden, prompt, timestamps=timestamps)[0]
 
     @torch.inference_mode()
-    def decode_with_probabilities(self, hidden: torch.Tensor, prompt: Sequence[int], *,
-                                  timestamps: bool) -> tuple[list[int], list[float]]:
-        """`decode`'s tokens, and each one's probability under the step's processed logits (see Segment)."""
+    def decode_with_probabilities(self, hidden: torch.Tensor, prompt: Sequence[int], *, timestamps: bool,
+                                  max_tokens: int | None = None) -> tuple[list[int], list[float]]:
+        """`decode`'s tokens, and each one's probability under the step's processed logits (see Segment); at most
+        `max_tokens` of them if given (live steps bound a repetition loop that way)."""
         cache, cross = self._caches(hidden)
         suppress, suppress_first = self.suppress.to(hidden.device), self.suppress_first.to(hidden.device)
+        # A context shorter than a window (encode_prefix) ends sooner than <|30.00|>: no timestamp after its end.
+        last_timestamp = None
+        if hidden.shape[1] < self.window_frames // self.input_stride:
+            last_timestamp = self.timestamp_begin + round(
+                hidden.shape[1] * self.input_stride * FRAME_SECONDS / TIME_PRECISION)
         step_input = torch.tensor([list(prompt)], device=hidden.device)
         position, generated, probabilities = 0, [], []
         while True:
@@ -155,7 +181,7 @@ class GreedyWhisper:
             position += step_input.shape[1]
             logits = self.model.proj_out(state)[0, -1].float() + (suppress if generated else suppress_first)
             if timestamps:
-                self._timestamp_rules(logits, generated)
+                self._timestamp_rules(logits, generated, last_timestamp)
             token = int(logits.argmax())
             if token == self.eos:
                 return generated, probabilities
@@ -163,6 +189,8 @@ class GreedyWhisper:
             # exp(logit - logsumexp): one reduction over the vocabulary, small beside the decoder step.
             probabilities.append(float(torch.exp(logits[token] - logits.logsumexp(-1))))
             if position + 1 >= self.max_positions:  # the sequence fills the decoder's positions
+                return generated, probabilities
+            if max_tokens is not None and len(generated) >= max_tokens:
                 return generated, probabilities
             step_input = torch.tensor([[token]], device=hidden.device)
 
@@ -246,10 +274,13 @@ class GreedyWhisper:
             x = x + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(x))))
         return decoder.layer_norm(x)
 
-    def _timestamp_rules(self, logits: torch.Tensor, generated: list[int]) -> None:
-        """Whisper's timestamp constraints, in place (as transformers' WhisperTimeStampLogitsProcessor)."""
+    def _timestamp_rules(self, logits: torch.Tensor, generated: list[int], last_timestamp: int | None = None) -> None:
+        """Whisper's timestamp constraints, in place (as transformers' WhisperTimeStampLogitsProcessor); no
+        timestamp after `last_timestamp` (a token id: the end of a context shorter than 30 s)."""
         begin, inf = self.timestamp_begin, float("-inf")
         logits[self.no_timestamps] = inf
+        if last_timestamp is not None:
+            logits[last_timestamp + 1:] = inf
         last_was_timestamp = len(generated) >= 1 and generated[-1] >= begin
         penultimate_was_timestamp = len(generated) < 2 or generated[-2] >= begin
         if last_was_timestamp:

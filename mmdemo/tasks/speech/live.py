@@ -9,16 +9,21 @@ How a step works (after Macháček et al., 2023, "Turning Whisper into Real-Time
   "Thank you." on silence), and the silence is dropped but for a little padding.
 - Once at least `min_step_seconds` of new audio arrived, the buffer is decoded with the committed text before it as
   Whisper's prompt. The words that two consecutive hypotheses agree on, beyond what is already committed, are
-  committed (LocalAgreement-2); the rest is the tentative tail. Committed words are never rewritten.
-- The buffer is cut at the end of a finished segment whose words are all committed, and never grows past
-  `max_buffer_seconds` (beyond it the finished segments are committed as they are), so every step decodes at most
-  that much audio however long the person talks.
+  committed (LocalAgreement-2); a word Whisper is unsure of (under `sure_probability`) needs three, and the last
+  word of a hypothesis waits for the next (the buffer's end may have cut it). The rest is the tentative tail.
+  Committed words are never rewritten.
 - After a pause of `pause_seconds` the speech before it is decoded once more and committed whole: a segment ends.
+  The detector notes every pause as the audio comes, so a pause that came while a slow step ran still ends one.
+- The buffer is cut at the end of a finished segment whose words are all committed, and never grows much past
+  `max_buffer_seconds`: beyond it, a stretch of talk with no pause is ended at its longest shorter silence (or, with
+  none, its finished segments are committed as they are), so every step decodes a bounded buffer however long the
+  person talks.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import threading
 import time
 from collections import deque
@@ -32,6 +37,9 @@ from mmdemo.errors import InputError
 from mmdemo.tasks.speech.vad import FRAME_SECONDS, SAMPLE_RATE, SpeechDetector
 from mmdemo.tasks.speech.words import normal_word
 
+REPEAT_WORDS = 4  # a hypothesis that says this many words or more twice in a row is cut (`unrepeated`)
+MIN_GAP_SECONDS = 0.09  # the shortest silence between speech (three VAD frames) the policy may cut a long stretch at
+
 # (16 kHz mono float32 samples, prompt text, language code or None) -> the speech_live task's result:
 # {"language": code, "segments": [{"start", "end" (None: unfinished), "words": [{"text", "probability"}]}]}
 Step = Callable[[np.ndarray, str, str | None], dict[str, Any]]
@@ -39,12 +47,14 @@ Step = Callable[[np.ndarray, str, str | None], dict[str, Any]]
 
 @dataclass(frozen=True)
 class LiveOptions:
-    min_step_seconds: float = 1.0  # new audio that makes a decoding step due
+    min_step_seconds: float = 0.5  # new audio that makes a decoding step due
     max_buffer_seconds: float = 20.0  # the buffer's ceiling (a step decodes at most this much audio)
     pause_seconds: float = 0.6  # silence after speech that ends a segment
     speech_threshold: float = 0.5  # a VAD frame with a higher speech probability is speech
     padding_seconds: float = 0.3  # audio kept before speech, so a word's onset is not cut
     prompt_chars: int = 200  # committed text given as Whisper's prompt (as whisper_streaming does)
+    # A word two hypotheses agree on is committed if it is this sure in the latest; a less sure one needs three.
+    sure_probability: float = 0.5
     display_words: int = 400  # committed words the state keeps (the full transcript goes to `on_commit`)
 
 
@@ -71,6 +81,21 @@ class _Hypothesis:
     closed_ends: list[tuple[int, float]]  # (number of words through a finished segment, its end in seconds)
 
 
+def unrepeated(words: Sequence[Word], shortest: int = REPEAT_WORDS) -> int:
+    """How many of `words` come before a run of at least `shortest` words that repeats straight after itself.
+
+    Whisper, tiny.en above all, sometimes says the end of a buffer twice ("my father has revealed the culprit's name
+    my father has revealed the culprit's name"); two hypotheses can agree on that, so it is cut before the policy
+    sees it. A real speaker who repeats four words in a row loses the repetition.
+    """
+    text = [normal_word(w.text) for w in words]
+    for end in range(2 * shortest, len(text) + 1):
+        for size in range(shortest, end // 2 + 1):
+            if text[end - 2 * size:end - size] == text[end - size:end]:
+                return end - size
+    return len(text)
+
+
 class LiveTranscriber:
     """One live stream's state: bounded buffer, VAD, committed and tentative words.
 
@@ -93,12 +118,15 @@ class LiveTranscriber:
         self.buffer_start = 0.0  # seconds from the stream's start
         self.received = 0.0  # seconds of audio received
         self.last_speech_end = -1.0  # end of the last speech frame, in seconds
+        # The silences between speech in the buffer, oldest first, as (end of the speech before, seconds of silence):
+        # a step that took long finds the pauses in the audio that arrived meanwhile, and each still ends a segment.
+        self._gaps: deque[tuple[float, float]] = deque()
         self.decoded_until = 0.0  # audio time of the last decoding step
         self.committed: deque[Word] = deque(maxlen=options.display_words)
         self.committed_count = 0
         self.tentative: list[Word] = []
         self._in_buffer: list[str] = []  # normalised committed words that lie in the buffer
-        self._previous: list[Word] = []  # the last hypothesis' words, buffer-relative in order
+        self._history: list[list[Word]] = []  # the last two hypotheses' words, in order, the latest last
         self._frames_scored = 0  # VAD frames scored so far
 
     # --- feeding -------------------------------------------------------------------------------------------------
@@ -109,7 +137,12 @@ class LiveTranscriber:
         probabilities = self.detector.add(samples)
         speech = np.flatnonzero(probabilities >= self.options.speech_threshold)
         if speech.size:
-            self.last_speech_end = (self._frames_scored + speech[-1] + 1) * FRAME_SECONDS
+            ends = (self._frames_scored + speech + 1) * FRAME_SECONDS
+            before = np.concatenate([[self.last_speech_end], ends[:-1]])  # the speech end before each speech frame
+            gaps = ends - FRAME_SECONDS - before
+            kept = (gaps >= MIN_GAP_SECONDS) & (before >= 0)
+            self._gaps.extend(zip(before[kept].tolist(), gaps[kept].tolist(), strict=True))
+            self.last_speech_end = float(ends[-1])
         self._frames_scored += len(probabilities)
         self.buffer = np.concatenate([self.buffer, samples])
         self.received += len(samples) / SAMPLE_RATE
@@ -120,7 +153,7 @@ class LiveTranscriber:
 
     def due(self) -> bool:
         """Whether `process` would decode now."""
-        return self.has_speech() and (self._paused() or self.received - self.decoded_until
+        return self.has_speech() and (self._segment_end() is not None or self.received - self.decoded_until
                                       >= self.options.min_step_seconds)
 
     # --- the policy ----------------------------------------------------------------------------------------------
@@ -129,25 +162,29 @@ class LiveTranscriber:
         """Decode if due, commit what two hypotheses agree on, trim the buffer; see the module's docstring."""
         if not self.has_speech():
             self._drop_audio(keep=self.options.padding_seconds)
-            self.tentative, self._previous = [], []
+            self.tentative, self._history = [], []
             return LiveUpdate()
         if not self.due():
             return LiveUpdate(tentative=list(self.tentative))
-        if self._paused():  # the speech ended: decode up to it and commit it whole
-            speech_end = self.last_speech_end + self.options.padding_seconds
+        speech_end = self._segment_end()
+        if speech_end is not None:  # the speech ended: decode up to it and commit it whole
             hypothesis = self._decode(until=speech_end)
             update = self._commit(hypothesis.words[self._skip_committed(hypothesis.words):], hypothesis, final=True)
             self._drop_audio(keep=max(0.0, self.received - speech_end))
+            self.decoded_until = min(self.received, speech_end)  # the speech after the pause is not decoded yet
             return update
         hypothesis = self._decode()
-        start = self._skip_committed(hypothesis.words)
-        tail = hypothesis.words[start:]
-        previous_tail = self._previous[self._skip_committed(self._previous):]
+        words = hypothesis.words[self._skip_committed(hypothesis.words):]
+        tail = [normal_word(w.text) for w in words]
+        earlier = [[normal_word(w.text) for w in old[self._skip_committed(old):]] for old in reversed(self._history)]
+        previous, before = [*earlier, [], []][:2]
+        # The last word is held back: the buffer's end may have cut it ("hastily" for "hastily-scrawled").
         agreed = 0
-        while (agreed < min(len(tail), len(previous_tail))
-               and normal_word(tail[agreed].text) == normal_word(previous_tail[agreed].text)):
+        while agreed < min(len(tail) - 1, len(previous)) and tail[agreed] == previous[agreed] and (
+                words[agreed].probability >= self.options.sure_probability
+                or (agreed < len(before) and before[agreed] == tail[agreed])):
             agreed += 1
-        return self._commit(tail[:agreed], hypothesis, final=False)
+        return self._commit(words[:agreed], hypothesis, final=False)
 
     def finish(self) -> LiveUpdate:
         """The stream ended: decode what is left and commit it whole."""
@@ -161,11 +198,30 @@ class LiveTranscriber:
 
     # --- helpers -------------------------------------------------------------------------------------------------
 
-    def _paused(self) -> bool:
-        return self.received - self.last_speech_end >= self.options.pause_seconds
+    def _segment_end(self) -> float | None:
+        """Where a segment of the buffer's speech ends, padding included (None: nowhere yet): at the earliest pause
+        of `pause_seconds`; past the buffer's ceiling, at its longest shorter silence (so a long stretch of talk is
+        cut between words, not inside one)."""
+        while self._gaps and self._gaps[0][0] <= self.buffer_start:
+            self._gaps.popleft()  # its speech was dropped already
+        pause = self.options.pause_seconds - 1e-9
+        gap = next(((end, seconds) for end, seconds in self._gaps if seconds >= pause), None)
+        if gap is None and self.received - self.last_speech_end >= pause:
+            gap = (self.last_speech_end, self.received - self.last_speech_end)
+        if gap is None and self._gaps and self._buffer_seconds() > self.options.max_buffer_seconds:
+            gap = max(self._gaps, key=lambda g: (g[1], g[0]))
+        if gap is None:
+            return None
+        end, seconds = gap
+        return end + min(self.options.padding_seconds, seconds / 2)  # the padding never reaches the next word
 
     def prompt(self) -> str:
-        """The committed text before the buffer, its last `prompt_chars` characters on word boundaries."""
+        """The committed text before the buffer, its last `prompt_chars` characters on word boundaries.
+
+        Its final full stop (or ! or ?) is left out: a segment that a pause ended gets one where the speaker may only
+        have paused, and after it Whisper starts the next buffer as a new sentence ("I shall cast" for "and shall
+        cast" in vosk_dagon).
+        """
         words = list(self.committed)
         if self._in_buffer:
             words = words[:max(0, len(words) - len(self._in_buffer))]
@@ -174,7 +230,7 @@ class LiveTranscriber:
             if len(text) + len(word.text) + 1 > self.options.prompt_chars:
                 break
             text = f"{word.text} {text}" if text else word.text
-        return text
+        return text.rstrip(".!?")
 
     def _decode(self, until: float | None = None) -> _Hypothesis:
         samples = self.buffer
@@ -192,14 +248,16 @@ class LiveTranscriber:
             words += [Word(w["text"], float(w["probability"]), start, end) for w in segment["words"]]
             if segment["end"] is not None:
                 closed.append((len(words), end))
-        return _Hypothesis(words, closed)
+        keep = unrepeated(words)
+        return _Hypothesis(words[:keep], [(count, end) for count, end in closed if count <= keep])
 
     def _skip_committed(self, words: Sequence[Word]) -> int:
         """How many of `words` (a hypothesis from the buffer's start) the committed words in the buffer cover.
 
-        Consecutive hypotheses may spell a committed word differently; the committed words are matched to the
-        hypothesis' first words in order, and the index after the last match (plus any unmatched committed words
-        after it) is where the new words start.
+        Consecutive hypotheses may spell and split committed words differently; the committed words are matched to
+        the hypothesis' first words in order. After the last match, the committed words left over cover as many
+        hypothesis words as come closest to their length in letters ("hastily scrawled" covers "hastily-scrawled",
+        "am I" covers "my", not "my fellow").
         """
         done = self._in_buffer
         if not done or not words:
@@ -207,10 +265,11 @@ class LiveTranscriber:
         head = [normal_word(w.text) for w in words[:len(done) + 5]]
         blocks = [b for b in difflib.SequenceMatcher(None, done, head, autojunk=False).get_matching_blocks()
                   if b.size]
-        if not blocks:
-            return min(len(done), len(words))
-        last = blocks[-1]
-        return min(len(words), last.b + last.size + (len(done) - last.a - last.size))
+        matched_done, matched_head = (blocks[-1].a + blocks[-1].size, blocks[-1].b + blocks[-1].size) if blocks \
+            else (0, 0)
+        left = sum(len(word) for word in done[matched_done:])
+        covered = [0, *itertools.accumulate(len(word) for word in head[matched_head:])]
+        return min(len(words), matched_head + min(range(len(covered)), key=lambda k: abs(covered[k] - left)))
 
     def _commit(self, new: list[Word], hypothesis: _Hypothesis, *, final: bool) -> LiveUpdate:
         """Commit `new` (the words after the committed ones in `hypothesis`), then trim the buffer."""
@@ -231,9 +290,9 @@ class LiveTranscriber:
             if self.on_commit:
                 self.on_commit(list(new))
         self._in_buffer = [normal_word(w.text) for w in words[:through]]
-        self._previous = list(words)
+        self._history = [*self._history[-1:], list(words)]
         if final:
-            self._in_buffer, self._previous, self.tentative = [], [], []
+            self._in_buffer, self._history, self.tentative = [], [], []
             return LiveUpdate(committed=list(new), decoded=True)
         # Cut the buffer at the end of the last finished segment whose words are all committed.
         cut = max(((count, end) for count, end in hypothesis.closed_ends if count <= through and count < len(words)),
@@ -244,7 +303,7 @@ class LiveTranscriber:
             count, end = cut
             self._cut_buffer(end)
             self._in_buffer = self._in_buffer[count:]
-            self._previous = self._previous[count:]
+            self._history = [old[count:] for old in self._history]
         self.tentative = words[through:]
         return LiveUpdate(committed=list(new), tentative=list(self.tentative), decoded=True)
 
@@ -260,13 +319,13 @@ class LiveTranscriber:
     def _drop_audio(self, keep: float) -> None:
         """Keep only the last `keep` seconds of the buffer; nothing committed lies in the dropped part."""
         self._cut_buffer(self.buffer_start + self._buffer_seconds() - keep)
-        self._in_buffer, self._previous = [], []
+        self._in_buffer, self._history = [], []
 
     def close(self) -> None:
         """Free the audio and the detector (the stream is over or abandoned)."""
         self.buffer = np.zeros(0, dtype=np.float32)
         self.detector = None
-        self.tentative, self._previous, self._in_buffer = [], [], []
+        self.tentative, self._history, self._in_buffer = [], [], []
 
     # --- views ---------------------------------------------------------------------------------------------------
 

@@ -2,13 +2,16 @@
 
 Each step of a live stream runs through Runtime.run like any request, so it uses the shared model cache locally,
 the Whisper deployment on Ray Serve, and a GPU call on ZeroGPU. The policy that decides what to send and what to
-commit is mmdemo.tasks.speech.live; this task only decodes: one 30 s window, greedy with timestamps, after the
-committed text as Whisper's prompt. The hypothesis keeps its unfinished last segment (the file transcription drops
-it to seek), since live mode shows it as the tentative tail.
+commit is mmdemo.tasks.speech.live; this task only decodes: greedy with timestamps, after the committed text as
+Whisper's prompt, over the start of a window only (the buffer and a margin: `context_seconds`), with a full window
+again for a hypothesis that loops. The hypothesis keeps its unfinished last segment (the file transcription drops it
+to seek), since live mode shows it as the tentative tail.
 """
 
 from __future__ import annotations
 
+import math
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +25,20 @@ from mmdemo.i18n import Message
 from mmdemo.models.loading import ModelBundle
 from mmdemo.tasks.base import GPU_SETUP_SECONDS, ModelSpec, Task, clean_text
 from mmdemo.tasks.speech import greedy as whisper_greedy
+from mmdemo.tasks.speech.step_threads import live_step_threads
 from mmdemo.tasks.speech.task import SAMPLE_RATE, WINDOW_SECONDS, SpeechTask, is_english_only, parse_language
 from mmdemo.tasks.speech.words import split_words
 
 MAX_PROMPT_CHARS = 1000  # the policy sends about 200; Whisper keeps at most 223 prompt tokens anyway
 # GPU seconds of one step: encoding one window and decoding a few dozen tokens takes well under a second on a GPU.
 GPU_SECONDS_PER_STEP = 2.0
+COMPRESSION_RATIO_LIMIT = 2.4  # above it, a hypothesis repeats itself (see `repeats_itself`)
+TOKENS_PER_SECOND = 10  # a step's ceiling on generated tokens per second of audio (see `max_tokens`)
+# A step encodes only the start of a window, as whisper.cpp's `audio_ctx` does: the buffer plus CONTEXT_MARGIN_SECONDS,
+# rounded up to a multiple of CONTEXT_STEP_SECONDS, at least MIN_CONTEXT_SECONDS (see `context_seconds`).
+MIN_CONTEXT_SECONDS = 10.0
+CONTEXT_MARGIN_SECONDS = 3.0
+CONTEXT_STEP_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -65,17 +76,33 @@ class LiveStepTask(Task[LiveStepInputs]):
         bundle = bundles["model"]
         if not whisper_greedy.supports(bundle.model):
             raise InputError("error.speech_live.not_greedy", model=inputs.model.id)
+        with live_step_threads(bundle.device):
+            return self._decode(bundle, inputs)
+
+    def _decode(self, bundle: ModelBundle, inputs: LiveStepInputs) -> dict[str, Any]:
         greedy = whisper_greedy.GreedyWhisper(bundle.model)
-        features = bundle.processor.feature_extractor(inputs.samples, sampling_rate=SAMPLE_RATE,
-                                                      return_tensors="pt").input_features
-        features = F.pad(features, (0, greedy.window_frames - features.shape[-1]))
-        hidden = greedy.encode(bundle.prepare({"input_features": features})["input_features"])
-        language = inputs.language
-        if greedy.multilingual and language is None:
-            language = greedy.detect_language(hidden)
+        audio_seconds = len(inputs.samples) / SAMPLE_RATE
         previous = bundle.tokenizer.encode(" " + inputs.prompt, add_special_tokens=False) if inputs.prompt else []
-        tokens, probabilities = greedy.decode_with_probabilities(
-            hidden, greedy.prompt(language, "transcribe", True, previous=previous), timestamps=True)
+        limit = max_tokens(audio_seconds)
+        seconds = context_seconds(audio_seconds)
+        while True:
+            # The log-mel features of `seconds` only: those of a 30 s window cut short (the same normalisation, as
+            # the loudest frame lies in the audio either way), at a fraction of the cost.
+            features = bundle.processor.feature_extractor(inputs.samples, sampling_rate=SAMPLE_RATE,
+                                                          max_length=round(seconds * SAMPLE_RATE),
+                                                          return_tensors="pt").input_features
+            frames = round(seconds / whisper_greedy.FRAME_SECONDS)
+            features = F.pad(features, (0, frames - features.shape[-1]))
+            hidden = greedy.encode_prefix(bundle.prepare({"input_features": features})["input_features"], frames)
+            language = inputs.language
+            if greedy.multilingual and language is None:
+                language = greedy.detect_language(hidden)
+            tokens, probabilities = greedy.decode_with_probabilities(
+                hidden, greedy.prompt(language, "transcribe", True, previous=previous), timestamps=True,
+                max_tokens=limit)
+            if seconds >= WINDOW_SECONDS or not repeats_itself(bundle.tokenizer, tokens, limit, greedy.eos):
+                break
+            seconds = WINDOW_SECONDS  # a shorter context made Whisper loop: decode the full window instead
         segments = timed_pieces(greedy, tokens, probabilities)
         return {"language": language or "en", "segments": [
             {"start": start, "end": end, "words": split_words(bundle.tokenizer, piece, scores, greedy.eos)}
@@ -90,6 +117,34 @@ class LiveStepTask(Task[LiveStepInputs]):
 
     def gpu_seconds(self, inputs: LiveStepInputs) -> float:
         return GPU_SETUP_SECONDS + GPU_SECONDS_PER_STEP
+
+
+def context_seconds(audio_seconds: float) -> float:
+    """How much of a window a step encodes for `audio_seconds` of audio.
+
+    The encoder's cost grows with its input: on tiny.en a 10 s context encodes in about a quarter of a 30 s window's
+    time. Whisper only ever saw 30 s windows in training, though: on contexts of 5 s tiny.en loops ("And so my fellow
+    Americans." over and over); from 10 s on, with a margin after the audio, it reads the English clips as well as
+    with the full window (docs/live.md has the figures), and a step that loops anyway decodes the full window again.
+    """
+    rounded = math.ceil((audio_seconds + CONTEXT_MARGIN_SECONDS) / CONTEXT_STEP_SECONDS) * CONTEXT_STEP_SECONDS
+    return min(WINDOW_SECONDS, max(MIN_CONTEXT_SECONDS, rounded))
+
+
+def max_tokens(seconds: float) -> int:
+    """The most tokens a step may generate for `seconds` of audio: fast speech says about 5 tokens a second (words,
+    punctuation and two timestamps a segment); more is a repetition loop, which would otherwise run to the decoder's
+    448 positions (several seconds of compute) and repeat its words into the transcript."""
+    return int(TOKENS_PER_SECOND * seconds) + 10
+
+
+def repeats_itself(tokenizer: Any, tokens: list[int], limit: int, first_special: int) -> bool:
+    """Whether a hypothesis looks like a repetition loop: it ran into `limit`, or its text compresses more than
+    2.4 times (openai/whisper's `compression_ratio_threshold`, for the same purpose)."""
+    if len(tokens) >= limit:
+        return True
+    text = tokenizer.decode([token for token in tokens if token < first_special]).encode()
+    return len(text) > 0 and len(text) / len(zlib.compress(text)) > COMPRESSION_RATIO_LIMIT
 
 
 def timed_pieces(greedy: whisper_greedy.GreedyWhisper, tokens: list[int],
