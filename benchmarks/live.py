@@ -62,7 +62,7 @@ class StreamReport:
             "steps": len(self.steps), "step_median": q(self.steps, 50), "step_p90": q(self.steps, 90),
             "step_first_third": q(self.steps[:third], 50), "step_last_third": q(self.steps[-third:], 50),
             "wer_live": round(wer(reference, self.text), 4), "wer_offline": round(wer(reference, offline), 4),
-            "wer_live_vs_offline": round(wer(offline, self.text), 4), "rewritten": self.rewritten,
+            "wer_live_vs_offline": round(wer(offline, self.text), 4), "rewritten": self.rewritten, "text": self.text,
         }
 
 

@@ -126,6 +126,17 @@ def test_committed_words_a_later_hypothesis_splits_differently_cover_only_their_
     assert t.committed_text() == "these hastily scrawled pages"  # not "pages" taken for part of "hastily-scrawled"
 
 
+def test_a_word_committed_in_part_is_finished_not_repeated_when_a_hyphen_joins_it_to_the_next():
+    script = Script([segment(0, None, "when you read these hastily now")],
+                    [segment(0, None, "when you read these hastily then")],
+                    [segment(0, None, "when you read these hastily-scrawled pages you")])
+    t = live(script)
+    feed(t, speech(2.0))
+    assert t.committed_text() == "when you read these hastily"
+    feed(t, speech(2.0))
+    assert t.committed_text() == "when you read these hastily scrawled pages"  # not "hastily hastily-scrawled"
+
+
 def test_a_hypothesis_that_says_four_words_twice_in_a_row_is_cut_before_the_repetition():
     looping = segment(0, None, "the birch canoe my father has revealed the name my father has revealed the name")
     script = Script([looping], [looping])
@@ -135,6 +146,10 @@ def test_a_hypothesis_that_says_four_words_twice_in_a_row_is_cut_before_the_repe
     assert t.committed_text() == "the birch canoe my father has revealed the name"
     words = [Word(w, 0.9, 0.0, 1.0) for w in "ask not what you can do ask what you can do".split()]
     assert unrepeated(words) == len(words)  # a phrase said again later is no loop
+    # The buffer said again into the padding after it, the two copies split differently at the start:
+    echo = "I'm writing this under an appreciable strain. I am writing this under an appreciable strain."
+    words = [Word(w, 0.9, 0.0, 1.0) for w in echo.split()]
+    assert " ".join(w.text for w in words[:unrepeated(words)]) == "I'm writing this under an appreciable strain."
 
 
 def test_an_unsure_word_needs_three_hypotheses_a_sure_one_two():
@@ -172,6 +187,24 @@ def test_past_its_ceiling_the_buffer_is_cut_at_the_longest_silence_between_words
     # Cut in the middle of the 0.4 s silence (6.2 to 6.6 s), not inside a word, and what was before it committed.
     assert script.calls == [(pytest.approx(6.4, abs=0.07), "")]
     assert t.buffer_start == pytest.approx(6.4, abs=0.07) and t.committed_text() == "a long stretch"
+
+
+def test_words_committed_after_the_silence_the_ceiling_cuts_at_stay_committed_once():
+    script = Script([segment(0, None, "alpha beta gamma delta")], [segment(0, None, "alpha beta gamma delta epsilon")],
+                    [segment(0, None, "alpha beta")], [segment(0, None, "gamma delta epsilon zeta eta")])
+    t = live(script, max_buffer_seconds=8.0, min_step_seconds=1.0, pause_seconds=0.6)
+    t.insert(np.concatenate([speech(3.0), silence(0.4), speech(2.0)]))
+    t.process()
+    t.insert(speech(1.0))
+    t.process()
+    assert t.committed_text() == "alpha beta gamma delta"  # "gamma delta" lie after the 0.4 s silence
+    t.insert(speech(3.0))
+    t.process()  # 9.4 s: past the ceiling, cut in that silence; what lies after it was committed already
+    assert script.calls[-1][0] == pytest.approx(3.2, abs=0.07) and t.buffer_start == pytest.approx(3.2, abs=0.07)
+    t.process()
+    assert script.calls[-1][1] == "alpha beta"  # the prompt: the committed text before the buffer only
+    t.finish()
+    assert t.committed_text() == "alpha beta gamma delta epsilon zeta eta"
 
 
 def test_the_buffer_never_outgrows_its_ceiling_even_without_agreement():

@@ -38,6 +38,7 @@ from mmdemo.tasks.speech.vad import FRAME_SECONDS, SAMPLE_RATE, SpeechDetector
 from mmdemo.tasks.speech.words import normal_word
 
 REPEAT_WORDS = 4  # a hypothesis that says this many words or more twice in a row is cut (`unrepeated`)
+ECHO_WORDS = 6  # ... and one that says this many words again anywhere later
 MIN_GAP_SECONDS = 0.09  # the shortest silence between speech (three VAD frames) the policy may cut a long stretch at
 
 # (16 kHz mono float32 samples, prompt text, language code or None) -> the speech_live task's result:
@@ -81,19 +82,31 @@ class _Hypothesis:
     closed_ends: list[tuple[int, float]]  # (number of words through a finished segment, its end in seconds)
 
 
-def unrepeated(words: Sequence[Word], shortest: int = REPEAT_WORDS) -> int:
-    """How many of `words` come before a run of at least `shortest` words that repeats straight after itself.
+def unrepeated(words: Sequence[Word], shortest: int = REPEAT_WORDS, echo: int = ECHO_WORDS) -> int:
+    """How many of `words` come before Whisper starts repeating itself: a run of at least `shortest` words said
+    again straight after itself, or a run of `echo` words said again anywhere later.
 
     Whisper, tiny.en above all, sometimes says the end of a buffer twice ("my father has revealed the culprit's name
-    my father has revealed the culprit's name"); two hypotheses can agree on that, so it is cut before the policy
-    sees it. A real speaker who repeats four words in a row loses the repetition.
+    my father has revealed the culprit's name"), or the whole buffer again into the padding after it ("I'm writing
+    this ... no more. I am writing this ... no more."); two hypotheses can agree on that, so it is cut before the
+    policy sees it. A speaker who repeats four words in a row, or six anywhere within one buffer, loses the repeat.
     """
     text = [normal_word(w.text) for w in words]
+    cut = len(text)
     for end in range(2 * shortest, len(text) + 1):
-        for size in range(shortest, end // 2 + 1):
-            if text[end - 2 * size:end - size] == text[end - size:end]:
-                return end - size
-    return len(text)
+        size = next((size for size in range(shortest, end // 2 + 1)
+                     if text[end - 2 * size:end - size] == text[end - size:end]), None)
+        if size is not None:
+            cut = end - size
+            break
+    first: dict[tuple[str, ...], int] = {}  # each run of `echo` words -> where it was first said
+    for start in range(min(cut, len(text) - echo + 1)):
+        earlier = first.setdefault(tuple(text[start:start + echo]), start)
+        if earlier != start:
+            # An echo restarts its sentence: cut after the sentence its first run ended in, where there is one.
+            ends = [i + 1 for i in range(earlier + echo - 1, start) if words[i].text.endswith((".", "!", "?"))]
+            return ends[-1] if ends else start
+    return cut
 
 
 class LiveTranscriber:
@@ -125,7 +138,9 @@ class LiveTranscriber:
         self.committed: deque[Word] = deque(maxlen=options.display_words)
         self.committed_count = 0
         self.tentative: list[Word] = []
-        self._in_buffer: list[str] = []  # normalised committed words that lie in the buffer
+        # The committed words that lie in the buffer, normalised: they are matched to each hypothesis (which may
+        # split them differently: "I am" as "I'm") and left out of the prompt.
+        self._in_buffer: list[str] = []
         self._history: list[list[Word]] = []  # the last two hypotheses' words, in order, the latest last
         self._frames_scored = 0  # VAD frames scored so far
 
@@ -169,8 +184,13 @@ class LiveTranscriber:
         speech_end = self._segment_end()
         if speech_end is not None:  # the speech ended: decode up to it and commit it whole
             hypothesis = self._decode(until=speech_end)
-            update = self._commit(hypothesis.words[self._skip_committed(hypothesis.words):], hypothesis, final=True)
+            covered, matched = self._match_committed(hypothesis.words)
+            # Words committed from the audio after the segment's end (hypotheses ran past an earlier pause, or the
+            # buffer's ceiling cut it at an earlier silence) stay committed: they lie in the buffer that is left.
+            beyond = self._in_buffer[matched:]
+            update = self._commit(hypothesis.words[covered:], hypothesis, final=True)
             self._drop_audio(keep=max(0.0, self.received - speech_end))
+            self._in_buffer = beyond
             self.decoded_until = min(self.received, speech_end)  # the speech after the pause is not decoded yet
             return update
         hypothesis = self._decode()
@@ -248,11 +268,17 @@ class LiveTranscriber:
             words += [Word(w["text"], float(w["probability"]), start, end) for w in segment["words"]]
             if segment["end"] is not None:
                 closed.append((len(words), end))
+        self._split_where_committed_ends(words, closed)
         keep = unrepeated(words)
         return _Hypothesis(words[:keep], [(count, end) for count, end in closed if count <= keep])
 
     def _skip_committed(self, words: Sequence[Word]) -> int:
-        """How many of `words` (a hypothesis from the buffer's start) the committed words in the buffer cover.
+        """How many of `words` (a hypothesis from the buffer's start) the committed words in the buffer cover."""
+        return self._match_committed(words)[0]
+
+    def _match_committed(self, words: Sequence[Word]) -> tuple[int, int]:
+        """(how many of `words` the committed words in the buffer cover, how many of those committed words they
+        cover): a hypothesis of audio that ends before the committed words do covers only some of them.
 
         Consecutive hypotheses may spell and split committed words differently; the committed words are matched to
         the hypothesis' first words in order. After the last match, the committed words left over cover as many
@@ -261,16 +287,49 @@ class LiveTranscriber:
         """
         done = self._in_buffer
         if not done or not words:
-            return 0
+            return 0, 0
+        matched_done, matched_head, head = self._last_match(words)
+        left = list(itertools.accumulate((len(word) for word in done[matched_done:]), initial=0))
+        covered = list(itertools.accumulate((len(word) for word in head[matched_head:]), initial=0))
+        k = min(range(len(covered)), key=lambda k: abs(covered[k] - left[-1]))
+        j = min(range(len(left)), key=lambda j: abs(left[j] - covered[k]))
+        return min(len(words), matched_head + k), matched_done + j
+
+    def _last_match(self, words: Sequence[Word]) -> tuple[int, int, list[str]]:
+        """(committed words in the buffer through the last one matched in `words`, hypothesis words through it, the
+        hypothesis' first words normalised)."""
+        done = self._in_buffer
         head = [normal_word(w.text) for w in words[:len(done) + 5]]
         blocks = [b for b in difflib.SequenceMatcher(None, done, head, autojunk=False).get_matching_blocks()
                   if b.size]
-        matched_done, matched_head = (blocks[-1].a + blocks[-1].size, blocks[-1].b + blocks[-1].size) if blocks \
-            else (0, 0)
-        left = sum(len(word) for word in done[matched_done:])
-        covered = [0, *itertools.accumulate(len(word) for word in head[matched_head:])]
-        return min(len(words), matched_head + min(range(len(covered)), key=lambda k: abs(covered[k] - left)))
+        if not blocks:
+            return 0, 0, head
+        return blocks[-1].a + blocks[-1].size, blocks[-1].b + blocks[-1].size, head
 
+    def _split_where_committed_ends(self, words: list[Word], closed: list[tuple[int, float]]) -> None:
+        """Where the committed words end inside a hyphenated word of a hypothesis ("hastily" was committed, the
+        hypothesis now says "hastily-scrawled"), split it at that hyphen, in place, so that only the rest of it
+        ("scrawled") is new. Otherwise the whole word would be committed after its first part."""
+        if not self._in_buffer or not words:
+            return
+        matched_done, matched_head, head = self._last_match(words)
+        left = sum(len(word) for word in self._in_buffer[matched_done:])
+        letters = 0
+        for index in range(matched_head, len(head)):
+            if letters + len(head[index]) > left:
+                break
+            letters += len(head[index])
+        else:
+            return
+        if letters == left:
+            return
+        word, parts = words[index], words[index].text.split("-")
+        for cut in range(1, len(parts)):
+            if letters + len(normal_word("".join(parts[:cut]))) == left:
+                words[index:index + 1] = [Word("-".join(parts[:cut]) + "-", word.probability, word.start, word.end),
+                                          Word("-".join(parts[cut:]), word.probability, word.start, word.end)]
+                closed[:] = [(count + (count > index), end) for count, end in closed]
+                return
     def _commit(self, new: list[Word], hypothesis: _Hypothesis, *, final: bool) -> LiveUpdate:
         """Commit `new` (the words after the committed ones in `hypothesis`), then trim the buffer."""
         words = hypothesis.words
@@ -289,7 +348,7 @@ class LiveTranscriber:
             self.committed_count += len(new)
             if self.on_commit:
                 self.on_commit(list(new))
-        self._in_buffer = [normal_word(w.text) for w in words[:through]]
+        self._in_buffer += [normal_word(w.text) for w in new]  # what is committed now lies in the buffer too
         self._history = [*self._history[-1:], list(words)]
         if final:
             self._in_buffer, self._history, self.tentative = [], [], []
@@ -302,7 +361,7 @@ class LiveTranscriber:
         if cut is not None:
             count, end = cut
             self._cut_buffer(end)
-            self._in_buffer = self._in_buffer[count:]
+            self._in_buffer = self._in_buffer[self._match_committed(words[:count])[1]:]
             self._history = [old[count:] for old in self._history]
         self.tentative = words[through:]
         return LiveUpdate(committed=list(new), tentative=list(self.tentative), decoded=True)
