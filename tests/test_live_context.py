@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,6 +81,17 @@ def test_a_looping_hypothesis_is_told_by_its_length_or_its_compressibility():
     text = Letters.decode(looping).encode()
     assert len(text) / len(zlib.compress(text)) > 2.4 and repeats_itself(Letters(), looping, 100, 1000)
     assert repeats_itself(Letters(), varied[:10], limit=10, first_special=1000)  # ran into the ceiling
+
+
+@pytest.mark.skipif(not torch.backends.openmp.is_available() or not Path("/proc/self/maps").exists(),
+                    reason="torch does not run on OpenMP here, or this is not Linux")
+def test_torch_s_openmp_runtime_is_found_beside_another_wheel_s_copy():
+    pytest.importorskip("sentencepiece")  # its wheel brings a libgomp of its own; transformers loads it in the app
+    assert sum("/libgomp" in line for line in Path("/proc/self/maps").read_text().splitlines()) > 0
+    step_threads._libgomp.cache_clear()
+    library = step_threads._libgomp()
+    torch_root = Path(torch.__file__).resolve().parent
+    assert library is not None and Path(library._name).parent in {torch_root / "lib", torch_root.parent / "torch.libs"}
 
 
 needs_libgomp = pytest.mark.skipif(step_threads._libgomp() is None, reason="torch does not run on libgomp here")

@@ -33,7 +33,12 @@ def _libgomp() -> Any:
         maps = Path("/proc/self/maps").read_text()
     except OSError:  # not Linux
         return None
+    # Other wheels bring their own copy (sentencepiece does): torch's is the one in torch's folder or its wheel's
+    # `torch.libs` beside it.
+    torch_root = Path(torch.__file__).resolve().parent
+    folders = {torch_root / "lib", torch_root.parent / "torch.libs"}
     paths = {line.split()[-1] for line in maps.splitlines() if "/libgomp" in line}
+    paths = {path for path in paths if Path(path).parent in folders}
     if len(paths) != 1:
         return None
     library = ctypes.CDLL(paths.pop())  # the loaded copy: dlopen of a loaded path returns it
