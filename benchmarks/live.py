@@ -7,9 +7,10 @@ measured compute, so a 3-minute stream takes only its compute); `--realtime` pac
 which is what several streams at once need (they share the CPU while each waits for its audio).
 
 Reported per clip: committed-word lag (commit time minus the word's end in the audio, median and p90), tentative
-lag (first time the word shows at all), compute per decoding step (median, p90, and the first and last thirds of
-the stream, to see that it stays flat), and the final transcript's WER against the reference and against the offline
-transcript. Word ends come from the speech task's word timestamps on the whole clip.
+lag (first time the word shows at all), compute per decoding step (median, p90, the first and last thirds of the
+stream, and its growth per minute of stream by least squares, to see that it stays flat), and the final
+transcript's WER against the reference and against the offline transcript. Word ends come from the speech task's
+word timestamps on the whole clip.
 
     python -m benchmarks.live                                   # tiny.en: every English clip, the 34 s clip, 3 min
     python -m benchmarks.live --model openai/whisper-base --clips audio/vosk_dagon.wav
@@ -22,6 +23,7 @@ import argparse
 import difflib
 import json
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +47,7 @@ class StreamReport:
     committed_lag: list[float] = field(default_factory=list)
     tentative_lag: list[float] = field(default_factory=list)
     steps: list[float] = field(default_factory=list)  # compute per decoding step, in order
+    step_at: list[float] = field(default_factory=list)  # seconds of audio received when each step ran
     text: str = ""
     rewritten: int = 0  # committed words changed afterwards (must stay 0)
 
@@ -55,12 +58,17 @@ class StreamReport:
             return round(float(np.percentile(values, p)), 2) if values else None
 
         third = max(1, len(self.steps) // 3)
+        # How much a step's compute grows per minute of stream (least squares): a policy whose buffer grows with
+        # the stream (re-decoding everything heard) shows seconds here, a bounded one about zero.
+        growth = (round(60 * statistics.linear_regression(self.step_at, self.steps).slope, 3)
+                  if len(set(self.step_at)) > 1 else None)
         return {
             "clip": self.clip, "audio_s": round(self.seconds, 1), "words": len(self.text.split()),
             "committed_lag_median": q(self.committed_lag, 50), "committed_lag_p90": q(self.committed_lag, 90),
             "tentative_lag_median": q(self.tentative_lag, 50), "tentative_lag_p90": q(self.tentative_lag, 90),
             "steps": len(self.steps), "step_median": q(self.steps, 50), "step_p90": q(self.steps, 90),
             "step_first_third": q(self.steps[:third], 50), "step_last_third": q(self.steps[-third:], 50),
+            "step_growth_per_minute": growth,
             "wer_live": round(wer(reference, self.text), 4), "wer_offline": round(wer(reference, offline), 4),
             "wer_live_vs_offline": round(wer(offline, self.text), 4), "rewritten": self.rewritten, "text": self.text,
         }
@@ -157,6 +165,7 @@ def stream(name: str, samples: np.ndarray, timed: list[tuple[str, float]], step:
             spent = time.perf_counter() - began
             if update.decoded:
                 report.steps.append(spent)
+                report.step_at.append(fed / 16_000)
             clock = time.perf_counter() - start_wall if realtime else clock + spent
             words = [w.text for w in committed]
             if words[:len(snapshot)] != snapshot:

@@ -148,3 +148,16 @@ def test_live_settings_come_from_the_environment():
     settings = settings_from_env({"MMDEMO_LIVE_MAX_SECONDS": "90", "MMDEMO_MAX_LIVE_STREAMS": "2"})
     streams = LiveStreams(SimpleNamespace(settings=settings))
     assert streams.max_seconds == 90 and streams.slots.capacity == 2 and streams.limit == "1 min 30 s"
+
+
+def test_live_starts_on_tiny_en_wherever_it_can_load(tiny_runtime, monkeypatch):
+    from mmdemo.ui.tabs.speech_live import live_default_is_preferred
+
+    runtime = tiny_runtime()
+    monkeypatch.setattr(runtime, "hub_reachable", lambda: False)
+    monkeypatch.setattr(runtime.locator, "is_local", lambda model_id: model_id == "openai/whisper-tiny.en")
+    assert live_default_is_preferred(runtime)  # installed here (the offline pack)
+    monkeypatch.setattr(runtime.locator, "is_local", lambda model_id: False)
+    assert not live_default_is_preferred(runtime)  # nowhere to load it from: the tab's default stays
+    monkeypatch.setattr(runtime, "hub_reachable", lambda: True)
+    assert live_default_is_preferred(runtime)  # not downloaded yet, but the hub has it

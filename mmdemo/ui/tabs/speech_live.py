@@ -262,6 +262,13 @@ class LiveStreams:
         return None, words_html(session.view[0], [], threshold), _status(session, note), session.downloads()
 
 
+def live_default_is_preferred(runtime: Runtime) -> bool:
+    """Whether Live starts on PREFERRED_MODEL rather than the speech tab's default: wherever it can load (here
+    already, or from the hub)."""
+    return any(c.spec.id == PREFERRED_MODEL and (c.available_offline or runtime.hub_reachable())
+               for c in runtime.model_choices("speech"))
+
+
 def build(runtime: Runtime, confidence: gr.Slider, download_root: Path) -> LiveStreams:
     """The Live mode's components and events (no API endpoint: a stream is a browser's microphone); the transcript
     files go into folders under `download_root` (the file mode's, which removes old folders)."""
@@ -277,7 +284,7 @@ def build(runtime: Runtime, confidence: gr.Slider, download_root: Path) -> LiveS
                                   interactive=not zero_gpu)
             model = model_dropdown(runtime, "speech")
             model.elem_id = "speech-live-model"
-            if any(c.spec.id == PREFERRED_MODEL and c.available_offline for c in runtime.model_choices("speech")):
+            if live_default_is_preferred(runtime):
                 model.value = PREFERRED_MODEL
         with gr.Column(scale=3):
             transcript = gr.HTML(label=t("speech.live.transcript"), elem_id="speech-live-transcript",
