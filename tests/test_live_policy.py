@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from mmdemo.errors import InputError
-from mmdemo.tasks.speech.live import ChunkConverter, LiveOptions, LiveTranscriber, StreamSlots, Word, unrepeated
+from mmdemo.tasks.speech.live import LiveOptions, LiveTranscriber, Word, unrepeated
+from mmdemo.tasks.speech.live_input import ChunkConverter, StreamSlots
 from mmdemo.tasks.speech.vad import FRAME, SpeechDetector
 
 RATE = 16_000

@@ -27,7 +27,8 @@ from mmdemo.errors import BusyError, VisitorError
 from mmdemo.media.audio import describe_duration
 from mmdemo.models.devices import on_zero_gpu
 from mmdemo.runtime import Runtime
-from mmdemo.tasks.speech.live import ChunkConverter, LiveOptions, LiveTranscriber, StreamSlots, Word
+from mmdemo.tasks.speech.live import LiveOptions, LiveTranscriber, Word
+from mmdemo.tasks.speech.live_input import ChunkConverter, StreamSlots
 from mmdemo.tasks.speech.subtitles import FORMATS, render
 from mmdemo.tasks.speech.words import DEFAULT_CONFIDENCE
 from mmdemo.ui.common import model_dropdown
