@@ -61,7 +61,7 @@ class StreamReport:
         # How much a step's compute grows per minute of stream (least squares): a policy whose buffer grows with
         # the stream (re-decoding everything heard) shows seconds here, a bounded one about zero.
         growth = (round(60 * statistics.linear_regression(self.step_at, self.steps).slope, 3)
-                  if len(set(self.step_at)) > 1 else None)
+                  if self.seconds >= 60 and len(set(self.step_at)) > 1 else None)  # a short clip has no trend
         return {
             "clip": self.clip, "audio_s": round(self.seconds, 1), "words": len(self.text.split()),
             "committed_lag_median": q(self.committed_lag, 50), "committed_lag_p90": q(self.committed_lag, 90),
