@@ -47,7 +47,7 @@ Step = Callable[[np.ndarray, str, str | None], dict[str, Any]]
 class LiveOptions:
     min_step_seconds: float = 0.5  # new audio that makes a decoding step due
     max_buffer_seconds: float = 20.0  # the buffer's ceiling (a step decodes at most this much audio)
-    pause_seconds: float = 0.45  # silence after speech that ends a segment (read speech pauses ~0.5 s at a full stop)
+    pause_seconds: float = 0.6  # silence after speech that ends a segment
     speech_threshold: float = 0.5  # a VAD frame with a higher speech probability is speech
     padding_seconds: float = 0.3  # audio kept before speech, so a word's onset is not cut
     prompt_chars: int = 200  # committed text given as Whisper's prompt (as whisper_streaming does)
