@@ -318,3 +318,26 @@ def test_speech_detector_scores_whole_frames_across_chunks():
     detector = SpeechDetector()
     assert len(detector.add(np.zeros(700, dtype=np.float32))) == 1
     assert len(detector.add(np.zeros(400, dtype=np.float32))) == 1  # 188 + 400 = 588: one more frame
+
+
+def test_a_hypothesis_that_leaves_out_the_committed_words_is_read_again_without_the_prompt():
+    """Given the text before the buffer as its prompt, Whisper may skip the buffer's first words, which are committed
+    already; the words after them would then be taken for committed ones and lost."""
+    replies = iter([[segment(0, 2.0, "hello there.")], [segment(0, None, "ask what you")],
+                    [segment(0, None, "ask what you can")], [segment(0, None, "for your country")]])
+    prompts = []
+
+    def step(samples: np.ndarray, prompt: str, language: str | None) -> dict:
+        prompts.append(prompt)
+        reply = next(replies, None) or [segment(0, None, "ask what you can do for your country")]
+        return {"language": "en", "segments": reply}
+
+    t = live(step, pause_seconds=0.6, min_step_seconds=1.0)
+    t.insert(np.concatenate([speech(2.0), silence(1.0)]))
+    t.process()
+    for _ in range(3):
+        t.insert(speech(1.0))
+        t.process()
+    assert prompts[3:] == ["hello there", ""]  # "for your country": read again without the prompt
+    t.finish()
+    assert t.committed_text() == "hello there. ask what you can do for your country"

@@ -253,10 +253,18 @@ class LiveTranscriber:
         samples = self.buffer
         if until is not None:
             samples = samples[:max(1, int((until - self.buffer_start) * SAMPLE_RATE))]
-        result = self.step(samples, self.prompt(), self.language)
-        self.language = self.language or result.get("language")
+        prompt = self.prompt()
+        hypothesis = self._read(self.step(samples, prompt, self.language), len(samples) / SAMPLE_RATE)
+        if prompt and self._in_buffer and hypothesis.words and self._last_match(hypothesis.words)[:2] == (0, 0):
+            # Not one committed word of the buffer in it: the prompt made Whisper leave out the buffer's first words
+            # ("for your country." for "ask what you can do for your country."). Read the buffer again without it.
+            hypothesis = self._read(self.step(samples, "", self.language), len(samples) / SAMPLE_RATE)
         self.decoded_until = self.received
-        duration = len(samples) / SAMPLE_RATE
+        return hypothesis
+
+    def _read(self, result: dict[str, Any], duration: float) -> _Hypothesis:
+        """A step's result as a hypothesis: its words in stream time, where its segments close, loops cut."""
+        self.language = self.language or result.get("language")
         words: list[Word] = []
         closed: list[tuple[int, float]] = []
         for segment in result["segments"]:
