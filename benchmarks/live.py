@@ -198,6 +198,10 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=None, help="seconds of silence that end a segment")
     parser.add_argument("--full-window", action="store_true",
                         help="encode a full 30 s window every step (the live step's shorter context switched off)")
+    parser.add_argument("--decode-committed", action="store_true",
+                        help="decode the committed words in the buffer again every step (no forced start)")
+    parser.add_argument("--steps-at-once", type=int, default=None,
+                        help="live steps let onto the CPU at once (default: one per core, in turn)")
     parser.add_argument("--json", type=Path, help="write the reports here")
     args = parser.parse_args()
 
@@ -212,20 +216,24 @@ def main() -> None:
     offline = Offline(runtime, args.model)
     changed = {name: value for name, value in (("min_step_seconds", args.step), ("pause_seconds", args.pause))
                if value is not None}
-    options = LiveOptions(**changed)
+    options = LiveOptions(**changed, forced_start=not args.decode_committed)
+    if args.steps_at_once:
+        from mmdemo.tasks.speech import step_threads
+
+        step_threads.cores = lambda: args.steps_at_once
     if args.full_window:
         from mmdemo.tasks.speech import live_step
 
         live_step.MIN_CONTEXT_SECONDS = live_step.WINDOW_SECONDS
 
-    def step(samples: np.ndarray, prompt: str, language: str | None) -> dict[str, Any]:
+    def step(samples: np.ndarray, prompt: str, prefix: str, language: str | None) -> dict[str, Any]:
         return runtime.run("speech_live", {"model": args.model, "samples": samples, "prompt": prompt,
-                                           "language": language})
+                                           "prefix": prefix, "language": language})
 
     clips = args.clips or [*english_clips(), LONG]
     print(f"model {args.model} · torch threads {torch.get_num_threads()} · {args.streams} stream(s) · "
           f"{'real time' if args.realtime else 'simulated time'} · load {os.getloadavg()}", flush=True)
-    step(np.zeros(16_000, dtype=np.float32), "", None)  # load the model outside the measurements
+    step(np.zeros(16_000, dtype=np.float32), "", "", None)  # load the model outside the measurements
     results = []
     for clip in clips:
         if clip == LONG:

@@ -5,6 +5,7 @@ run. Tiny random checkpoints; tests/test_live_real.py measures the real tiny.en.
 from __future__ import annotations
 
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -145,3 +146,42 @@ def test_a_live_step_takes_one_thread_while_another_runs():
     release.set()
     thread.join()
     assert seen == {"alone": torch.get_num_threads(), "beside": 1}
+
+
+def test_a_live_step_that_asks_again_at_once_waits_behind_those_already_waiting():
+    """A stream whose step just ended and who asks straight away for the next may not take its slot back ahead of
+    the streams waiting (a plain semaphore lets it), and no more steps run than there are slots."""
+    slots = step_threads.FairSlots()
+    order, inside, most = [], [0], [0]
+    lock = threading.Lock()
+    holding = threading.Event()
+
+    def step(name: str) -> None:
+        with slots.hold(2):
+            with lock:
+                order.append(name)
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.01)
+            with lock:
+                inside[0] -= 1
+
+    def greedy_stream() -> None:
+        with slots.hold(2), slots.hold(2):  # both slots
+            holding.set()
+            while len(slots._waiting) < 3:
+                time.sleep(0.001)
+        step("again")  # asks again the moment it let go
+
+    first = threading.Thread(target=greedy_stream)
+    first.start()
+    holding.wait(10)
+    others = [threading.Thread(target=step, args=(name,)) for name in "abc"]
+    for thread in others:
+        thread.start()
+        while len(slots._waiting) < others.index(thread) + 1:
+            time.sleep(0.001)
+    for thread in [first, *others]:
+        thread.join(10)
+    assert sorted(order) == ["a", "again", "b", "c"] and "again" not in order[:2], order
+    assert most[0] <= 2 and slots.held == 0

@@ -51,9 +51,11 @@ class Script:
     def __init__(self, *hypotheses: list[dict]) -> None:
         self.hypotheses = list(hypotheses)
         self.calls: list[tuple[float, str]] = []  # (buffer seconds, prompt)
+        self.prefixes: list[str] = []  # the forced start of each call's transcript
 
-    def __call__(self, samples: np.ndarray, prompt: str, language: str | None) -> dict:
+    def __call__(self, samples: np.ndarray, prompt: str, prefix: str, language: str | None) -> dict:
         self.calls.append((len(samples) / RATE, prompt))
+        self.prefixes.append(prefix)
         index = min(len(self.calls), len(self.hypotheses)) - 1
         return {"language": "en", "segments": self.hypotheses[index]}
 
@@ -104,6 +106,8 @@ def test_the_buffer_is_cut_at_a_finished_committed_segment_and_the_prompt_carrie
     feed(t, speech(2.0))
     # The text before the buffer is the prompt, without its full stop (the speaker may only have paused there).
     assert script.calls[-1] == (pytest.approx(2.5), "Hello there")
+    # The words committed from the buffer already are the transcript's forced start, not part of the prompt.
+    assert script.prefixes == ["", "", "how", "how are"]
     assert t.committed_text() == "Hello there. how are you"  # "today", the last word, may still grow: it waits
     t.finish()
     assert t.committed_text() == "Hello there. how are you today"
@@ -255,7 +259,7 @@ def test_ten_minutes_of_talk_keep_the_state_bounded():
     """Speech with short pauses for ten minutes: the buffer, the kept words and traced memory stay flat."""
     counter = iter(range(10**6))
 
-    def step(samples, prompt, language):
+    def step(samples, prompt, prefix, language):
         n = next(counter)
         seconds = len(samples) / RATE
         return {"language": "en", "segments": [segment(0.0, seconds / 2, f"a{n} b{n}"),
@@ -321,23 +325,29 @@ def test_speech_detector_scores_whole_frames_across_chunks():
 
 
 def test_a_hypothesis_that_leaves_out_the_committed_words_is_read_again_without_the_prompt():
-    """Given the text before the buffer as its prompt, Whisper may skip the buffer's first words, which are committed
-    already; the words after them would then be taken for committed ones and lost."""
+    """A segment that ends at a silence before the buffer's last speech is decoded without the committed words as
+    its forced start (they may lie after the silence). Given the text before the buffer as its prompt, Whisper may
+    then skip the buffer's first words, which are committed already; the words after them would be taken for
+    committed ones and lost."""
     replies = iter([[segment(0, 2.0, "hello there.")], [segment(0, None, "ask what you")],
-                    [segment(0, None, "ask what you can")], [segment(0, None, "for your country")]])
-    prompts = []
+                    [segment(0, None, "ask what you can")], [segment(0, None, "for your country")],
+                    [segment(0, None, "ask what you can do for your country")], [segment(0, None, "and more")]])
+    asked = []
 
-    def step(samples: np.ndarray, prompt: str, language: str | None) -> dict:
-        prompts.append(prompt)
-        reply = next(replies, None) or [segment(0, None, "ask what you can do for your country")]
-        return {"language": "en", "segments": reply}
+    def step(samples: np.ndarray, prompt: str, prefix: str, language: str | None) -> dict:
+        asked.append((prompt, prefix))
+        return {"language": "en", "segments": next(replies)}
 
     t = live(step, pause_seconds=0.6, min_step_seconds=1.0)
     t.insert(np.concatenate([speech(2.0), silence(1.0)]))
     t.process()
-    for _ in range(3):
+    for _ in range(2):
         t.insert(speech(1.0))
         t.process()
-    assert prompts[3:] == ["hello there", ""]  # "for your country": read again without the prompt
+    assert t.committed_text() == "hello there. ask what you"
+    t.insert(np.concatenate([speech(0.5), silence(0.7), speech(0.5)]))  # a pause, and speech after it
+    t.process()
+    # "for your country" holds no committed word: read again with neither the prompt nor the forced start.
+    assert asked[3:] == [("hello there", ""), ("", "")]
     t.finish()
-    assert t.committed_text() == "hello there. ask what you can do for your country"
+    assert t.committed_text() == "hello there. ask what you can do for your country and more"

@@ -20,6 +20,7 @@ from mmdemo.backends import local_runtime
 from mmdemo.config import Settings, default_model_dir
 from mmdemo.media import load_audio
 from mmdemo.offline.packs import PACKS, install_state
+from mmdemo.tasks.speech import step_threads
 from mmdemo.tasks.speech.live import LiveOptions, LiveTranscriber
 from mmdemo.testing.wer import corpus_wer
 
@@ -52,9 +53,9 @@ def streamed(clip: str) -> tuple[str, int]:
     """The live transcript of `clip`, and how many times the committed words changed afterwards."""
     samples = load_audio(str(MEDIA / clip), max_seconds=60, target_rate=16_000).samples
 
-    def step(buffer: np.ndarray, prompt: str, language: str | None) -> dict:
+    def step(buffer: np.ndarray, prompt: str, prefix: str, language: str | None) -> dict:
         return runtime().run("speech_live", {"model": TINY_EN, "samples": buffer, "prompt": prompt,
-                                             "language": language})
+                                             "prefix": prefix, "language": language})
 
     committed: list[str] = []
     live = LiveTranscriber(step, LiveOptions(), on_commit=lambda words: committed.extend(w.text for w in words))
@@ -84,3 +85,22 @@ def test_the_live_transcript_is_within_the_wer_bound_of_the_offline_one():
     offline_wer = corpus_wer(list(zip(references, offline, strict=True)))
     print(f"corpus WER: live {live_wer:.3f}, offline {offline_wer:.3f}; live: {live}")
     assert live_wer <= offline_wer + WER_MARGIN, live
+
+
+def test_a_step_forces_the_committed_words_only_while_another_step_shares_the_cpu(monkeypatch):
+    """Beside another live step the committed words start the transcript as given (not decoded again: cheaper); on
+    its own a step decodes the whole buffer (it reads a little better). The prefix here is wrong on purpose."""
+    monkeypatch.setattr(step_threads, "cores", lambda: 2)  # room for a second step, also on one core
+    samples = load_audio(str(MEDIA / "audio/jfk.flac"), max_seconds=60, target_rate=16_000).samples[:8 * 16_000]
+    raw = {"model": TINY_EN, "samples": samples, "prompt": "", "prefix": "And so, my fellow Africans,",
+           "language": None}
+
+    def words() -> list[str]:
+        return [w["text"] for segment in runtime().run("speech_live", raw)["segments"] for w in segment["words"]]
+
+    alone = words()
+    with step_threads._slots.hold(2):  # another live step is running
+        beside = words()
+    assert beside[:5] == ["And", "so,", "my", "fellow", "Africans,"]
+    assert [w.strip(",.").lower() for w in beside[5:9]] == ["ask", "not", "what", "your"]
+    assert [w.strip(",.").lower() for w in alone[:5]] == ["and", "so", "my", "fellow", "americans"]

@@ -158,3 +158,71 @@ def test_real_weights_decode_like_generate(model_id, quantize, name, language):
     samples = load_audio(str(MEDIA / name), max_seconds=600, target_rate=16_000).samples
     assert_same_as_generate(model_bundle.model, features(model_bundle, samples), language)
 
+
+
+
+# -- a forced start (a live step gives the words it committed already) ---------------------------------------------
+
+
+def free_and_forced(model_bundle, samples: np.ndarray, count: int, timestamps: bool):
+    """(tokens decoded freely, tokens decoded again with the first `count` free text tokens forced, the latter's
+    probabilities, the forced tokens)."""
+    greedy = GreedyWhisper(model_bundle.model)
+    hidden = greedy.encode(features(model_bundle, samples)["input_features"])
+    prompt = greedy.prompt("en" if greedy.multilingual else None, "transcribe", timestamps)
+    free, _ = greedy.decode_with_probabilities(hidden, prompt, timestamps=timestamps)
+    text = [token for token in free if token < greedy.eos][:count]
+    forced, probabilities = greedy.decode_with_probabilities(hidden, prompt, timestamps=timestamps, forced=text)
+    return free, forced, probabilities, text
+
+
+def test_tokens_fed_together_after_earlier_ones_give_the_states_of_feeding_them_one_by_one(tiny_model_dir):
+    """A forced start goes through the decoder in one call after the prompt: each of its tokens must see the cache
+    and the tokens before it only."""
+    model_bundle = bundle(tiny_model_dir / "openai/whisper-base")
+    greedy = GreedyWhisper(model_bundle.model)
+    with torch.inference_mode():
+        hidden = greedy.encode(features(model_bundle, clip(8.0, seed=5))["input_features"])
+        prompt = torch.tensor([greedy.prompt("en", "transcribe", True)])
+        following = torch.tensor([[greedy.timestamp_begin, 300, 301, 302, 303, 304, 305]])
+        states = []
+        for together in (True, False):
+            cache, cross = greedy._caches(hidden)
+            greedy._step(prompt, 0, cache, cross)
+            if together:
+                states.append(greedy._step(following, prompt.shape[1], cache, cross)[0])
+            else:
+                states.append(torch.cat([greedy._step(following[:, i:i + 1], prompt.shape[1] + i, cache, cross)[0]
+                                         for i in range(following.shape[1])]))
+    torch.testing.assert_close(states[0], states[1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_forced_tokens_open_the_transcript_with_probability_one(tiny_model_dir, timestamps):
+    model_bundle = bundle(tiny_model_dir / "openai/whisper-base")
+    greedy = GreedyWhisper(model_bundle.model)
+    hidden = greedy.encode(features(model_bundle, clip(8.0, seed=5))["input_features"])
+    prompt = greedy.prompt("en", "transcribe", timestamps)
+    given = [300, 301, 302]
+    tokens, probabilities = greedy.decode_with_probabilities(hidden, prompt, timestamps=timestamps, forced=given)
+    start = 1 if timestamps else 0  # with timestamps the opening one is still chosen, then the forced text
+    assert tokens[start:start + 3] == given and probabilities[start:start + 3] == [1.0] * 3
+    if timestamps:
+        assert tokens[0] >= greedy.timestamp_begin and probabilities[0] < 1.0
+
+
+@REAL
+def test_a_forced_start_is_kept_and_real_speech_is_read_on_after_it():
+    model_bundle = bundle(PACK_DIR / "openai/whisper-tiny.en")
+    samples = load_audio(str(MEDIA / "jfk.flac"), max_seconds=600, target_rate=16_000).samples
+    free, forced, _, _ = free_and_forced(model_bundle, samples, 8, True)
+    assert forced == free
+    greedy = GreedyWhisper(model_bundle.model)
+    tokenizer = model_bundle.tokenizer
+    hidden = greedy.encode(features(model_bundle, samples)["input_features"])
+    given = tokenizer.encode(" And so, my fellow Americans,", add_special_tokens=False)
+    tokens, _ = greedy.decode_with_probabilities(hidden, greedy.prompt(None, "transcribe", True),
+                                                 timestamps=True, forced=given)
+    text = tokenizer.decode([t for t in tokens if t < greedy.eos])
+    assert text.startswith(" And so, my fellow Americans,")
+    assert "ask not what your country can do for you" in text

@@ -164,9 +164,16 @@ class GreedyWhisper:
 
     @torch.inference_mode()
     def decode_with_probabilities(self, hidden: torch.Tensor, prompt: Sequence[int], *, timestamps: bool,
-                                  max_tokens: int | None = None) -> tuple[list[int], list[float]]:
+                                  max_tokens: int | None = None,
+                                  forced: Sequence[int] = ()) -> tuple[list[int], list[float]]:
         """`decode`'s tokens, and each one's probability under the step's processed logits (see Segment); at most
-        `max_tokens` of them if given (live steps bound a repetition loop that way)."""
+        `max_tokens` of them if given (live steps bound a repetition loop that way).
+
+        `forced`: text tokens that open the transcript whatever the logits say (after the opening timestamp, which
+        is still chosen, when `timestamps`), run through the decoder in one call, not one by one: a live step gives
+        the words it committed already and decodes only what follows them. They are in the result, each with
+        probability 1 (given, not chosen).
+        """
         cache, cross = self._caches(hidden)
         suppress, suppress_first = self.suppress.to(hidden.device), self.suppress_first.to(hidden.device)
         # A context shorter than a window (encode_prefix) ends sooner than <|30.00|>: no timestamp after its end.
@@ -174,8 +181,14 @@ class GreedyWhisper:
         if hidden.shape[1] < self.window_frames // self.input_stride:
             last_timestamp = self.timestamp_begin + round(
                 hidden.shape[1] * self.input_stride * FRAME_SECONDS / TIME_PRECISION)
+        forced = list(forced)
+        if len(prompt) + len(forced) + 2 >= self.max_positions:
+            forced = []  # no room left to decode after them: decode everything instead
         step_input = torch.tensor([list(prompt)], device=hidden.device)
         position, generated, probabilities = 0, [], []
+        if forced and not timestamps:
+            step_input = torch.tensor([[*prompt, *forced]], device=hidden.device)
+            generated, probabilities, forced = list(forced), [1.0] * len(forced), []
         while True:
             state = self._step(step_input, position, cache, cross)
             position += step_input.shape[1]
@@ -192,7 +205,10 @@ class GreedyWhisper:
                 return generated, probabilities
             if max_tokens is not None and len(generated) >= max_tokens:
                 return generated, probabilities
-            step_input = torch.tensor([[token]], device=hidden.device)
+            step_input = torch.tensor([[token, *forced]], device=hidden.device)
+            generated += forced
+            probabilities += [1.0] * len(forced)
+            forced = []
 
     def segments(self, tokens: list[int], offset: float, frames: int,
                  probabilities: Sequence[float] = ()) -> tuple[list[Segment], int]:
@@ -255,6 +271,8 @@ class GreedyWhisper:
         """
         n = tokens.shape[1]
         end = position + n
+        # Several tokens after earlier ones (a forced prefix) each see the cache and the tokens before them only.
+        mask = torch.ones(n, end, dtype=torch.bool, device=tokens.device).tril(position) if n > 1 and position else None
         decoder = self.decoder
         x = decoder.embed_tokens(tokens) * decoder.embed_scale + decoder.embed_positions.weight[position:end]
         for layer, layer_cache, (cross_keys, cross_values) in zip(decoder.layers, cache, cross):
@@ -264,7 +282,7 @@ class GreedyWhisper:
             layer_cache[0, :, :, position:end] = self._heads(attention.k_proj(h))
             layer_cache[1, :, :, position:end] = self._heads(attention.v_proj(h))
             out = F.scaled_dot_product_attention(query, layer_cache[0, :, :, :end], layer_cache[1, :, :, :end],
-                                                 is_causal=n > 1 and position == 0, scale=1.0)
+                                                 attn_mask=mask, is_causal=n > 1 and position == 0, scale=1.0)
             x = x + attention.out_proj(out.transpose(1, 2).reshape(1, n, -1))
             attention = layer.encoder_attn
             h = layer.encoder_attn_layer_norm(x)

@@ -8,7 +8,8 @@ How a step works (after Macháček et al., 2023, "Turning Whisper into Real-Time
 - While the buffer holds no speech, nothing is decoded (this is also what keeps Whisper from hallucinating
   "Thank you." on silence), and the silence is dropped but for a little padding.
 - Once at least `min_step_seconds` of new audio arrived, the buffer is decoded with the committed text before it as
-  Whisper's prompt. The words that two consecutive hypotheses agree on, beyond what is already committed, are
+  Whisper's prompt (and the words committed from it already as the transcript's start, which the step forces while
+  other steps share the CPU). The words that two consecutive hypotheses agree on, beyond what is already committed, are
   committed (LocalAgreement-2); a word Whisper is unsure of (under `sure_probability`) needs three, and the last
   word of a hypothesis waits for the next (the buffer's end may have cut it). The rest is the tentative tail.
   Committed words are never rewritten.
@@ -38,9 +39,10 @@ REPEAT_WORDS = 4  # a hypothesis that says this many words or more twice in a ro
 ECHO_WORDS = 6  # ... and one that says this many words again anywhere later
 MIN_GAP_SECONDS = 0.09  # the shortest silence between speech (three VAD frames) the policy may cut a long stretch at
 
-# (16 kHz mono float32 samples, prompt text, language code or None) -> the speech_live task's result:
-# {"language": code, "segments": [{"start", "end" (None: unfinished), "words": [{"text", "probability"}]}]}
-Step = Callable[[np.ndarray, str, str | None], dict[str, Any]]
+# (16 kHz mono float32 samples, prompt text, forced start of the transcript, language code or None) -> the
+# speech_live task's result: {"language": code, "segments": [{"start", "end" (None: unfinished),
+# "words": [{"text", "probability"}]}]}, the forced start included.
+Step = Callable[[np.ndarray, str, str, str | None], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class LiveOptions:
     speech_threshold: float = 0.5  # a VAD frame with a higher speech probability is speech
     padding_seconds: float = 0.3  # audio kept before speech, so a word's onset is not cut
     prompt_chars: int = 200  # committed text given as Whisper's prompt (as whisper_streaming does)
+    forced_start: bool = True  # offer the committed words in the buffer as each step's forced start (see _decode)
     # A word two hypotheses agree on is committed if it is this sure in the latest; a less sure one needs three.
     sure_probability: float = 0.5
     display_words: int = 400  # committed words the state keeps (the full transcript goes to `on_commit`)
@@ -249,16 +252,26 @@ class LiveTranscriber:
             text = f"{word.text} {text}" if text else word.text
         return text.rstrip(".!?")
 
+    def prefix(self) -> str:
+        """The committed words in the buffer, as text: offered to each step as its transcript's forced start."""
+        words = list(self.committed)[len(self.committed) - len(self._in_buffer):] if self._in_buffer else []
+        return "".join(w.text + ("" if w.text.endswith("-") else " ") for w in words).strip()
+
     def _decode(self, until: float | None = None) -> _Hypothesis:
         samples = self.buffer
         if until is not None:
             samples = samples[:max(1, int((until - self.buffer_start) * SAMPLE_RATE))]
         prompt = self.prompt()
-        hypothesis = self._read(self.step(samples, prompt, self.language), len(samples) / SAMPLE_RATE)
+        # The committed words are offered as the transcript's start (the step forces them while the CPU is shared,
+        # instead of decoding them again); not where the audio is cut before the buffer's last speech, since they may
+        # lie after the cut (a segment ended at an earlier silence).
+        forced = self.options.forced_start and (until is None or until >= self.last_speech_end)
+        prefix = self.prefix() if forced else ""
+        hypothesis = self._read(self.step(samples, prompt, prefix, self.language), len(samples) / SAMPLE_RATE)
         if prompt and self._in_buffer and hypothesis.words and self._last_match(hypothesis.words)[:2] == (0, 0):
             # Not one committed word of the buffer in it: the prompt made Whisper leave out the buffer's first words
             # ("for your country." for "ask what you can do for your country."). Read the buffer again without it.
-            hypothesis = self._read(self.step(samples, "", self.language), len(samples) / SAMPLE_RATE)
+            hypothesis = self._read(self.step(samples, "", "", self.language), len(samples) / SAMPLE_RATE)
         self.decoded_until = self.received
         return hypothesis
 

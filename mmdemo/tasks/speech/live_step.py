@@ -2,10 +2,12 @@
 
 Each step of a live stream runs through Runtime.run like any request, so it uses the shared model cache locally,
 the Whisper deployment on Ray Serve, and a GPU call on ZeroGPU. The policy that decides what to send and what to
-commit is mmdemo.tasks.speech.live; this task only decodes: greedy with timestamps, after the committed text as
-Whisper's prompt, over the start of a window only (the buffer and a margin: `context_seconds`), with a full window
-again for a hypothesis that loops. The hypothesis keeps its unfinished last segment (the file transcription drops it
-to seek), since live mode shows it as the tentative tail.
+commit is mmdemo.tasks.speech.live; this task only decodes: greedy with timestamps, after the committed text before
+the buffer as Whisper's prompt, with the words committed from the buffer already as the transcript's forced start
+while other live steps share the CPU (they are not decoded again, token by token), over the start of a window only
+(the buffer and a margin: `context_seconds`), with a full window again for a hypothesis that loops. The hypothesis
+keeps its unfinished last segment (the file transcription drops it to seek), since live mode shows it as the
+tentative tail.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class LiveStepInputs:
     model: ModelSpec
     samples: np.ndarray  # float32 mono at 16 kHz, at most one window
     prompt: str  # committed text before the buffer ("" for none)
+    prefix: str  # committed text from the buffer's start: forced as the hypothesis' start while steps crowd the CPU
     language: str | None  # None: detect
 
 
@@ -70,19 +73,25 @@ class LiveStepTask(Task[LiveStepInputs]):
             raise InputError("error.speech_live.samples_length", seconds=WINDOW_SECONDS)
         prompt = clean_text(raw.get("prompt"), what=Message("error.field.prompt"), max_chars=MAX_PROMPT_CHARS,
                             required=False)
-        return LiveStepInputs(model=spec, samples=samples, prompt=prompt, language=language)
+        prefix = clean_text(raw.get("prefix"), what=Message("error.field.prefix"), max_chars=MAX_PROMPT_CHARS,
+                            required=False)
+        return LiveStepInputs(model=spec, samples=samples, prompt=prompt, prefix=prefix, language=language)
 
     def predict(self, bundles: Mapping[str, ModelBundle], inputs: LiveStepInputs) -> dict[str, Any]:
         bundle = bundles["model"]
         if not whisper_greedy.supports(bundle.model):
             raise InputError("error.speech_live.not_greedy", model=inputs.model.id)
-        with live_step_threads(bundle.device):
-            return self._decode(bundle, inputs)
+        with live_step_threads(bundle.device) as crowded:
+            # The committed words are forced only while other live steps share the CPU: decoding them again costs
+            # more compute, but on its own a step can afford it, and it reads a little better (docs/live.md).
+            return self._decode(bundle, inputs, force_prefix=crowded)
 
-    def _decode(self, bundle: ModelBundle, inputs: LiveStepInputs) -> dict[str, Any]:
+    def _decode(self, bundle: ModelBundle, inputs: LiveStepInputs, *, force_prefix: bool) -> dict[str, Any]:
         greedy = whisper_greedy.GreedyWhisper(bundle.model)
         audio_seconds = len(inputs.samples) / SAMPLE_RATE
         previous = bundle.tokenizer.encode(" " + inputs.prompt, add_special_tokens=False) if inputs.prompt else []
+        forced = (bundle.tokenizer.encode(" " + inputs.prefix, add_special_tokens=False)
+                  if inputs.prefix and force_prefix else [])
         limit = max_tokens(audio_seconds)
         seconds = context_seconds(audio_seconds)
         while True:
@@ -99,7 +108,7 @@ class LiveStepTask(Task[LiveStepInputs]):
                 language = greedy.detect_language(hidden)
             tokens, probabilities = greedy.decode_with_probabilities(
                 hidden, greedy.prompt(language, "transcribe", True, previous=previous), timestamps=True,
-                max_tokens=limit)
+                max_tokens=limit, forced=forced)
             if seconds >= WINDOW_SECONDS or not repeats_itself(bundle.tokenizer, tokens, limit, greedy.eos):
                 break
             seconds = WINDOW_SECONDS  # a shorter context made Whisper loop: decode the full window instead

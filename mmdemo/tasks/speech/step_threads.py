@@ -1,5 +1,9 @@
-"""How many CPU threads one live step may use: all of torch's while it runs alone, one while others run beside it.
+"""How live steps share the CPU: at most one per core at once, admitted in the order they came, and each with all of
+torch's threads while it runs alone, one while others run beside it.
 
+Steps of several streams that all run at once share the cores by chance: one stream of four could get 9 steps in
+where the others got 15, its words seconds late. Admitted in order, each stream waits its turn, and no more steps
+run than there are cores to run them (docs/live.md has the figures).
 On two cores, four live streams each stepping with torch's two threads make eight threads contend for two cores:
 each step's many small parallel regions then wait for workers that another step holds. One thread per step while
 several run does the same work with less CPU (`python -m benchmarks.live --streams 4 --realtime`; docs/live.md).
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -20,8 +25,36 @@ from typing import Any
 
 import torch
 
-_lock = threading.Lock()
-_running = 0  # live steps running now
+
+class FairSlots:
+    """At most `size` holders at once, let in strictly in the order they asked (a plain semaphore lets a thread that
+    just released take its slot straight back ahead of those waiting)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._waiting: deque[object] = deque()
+        self.held = 0
+
+    @contextmanager
+    def hold(self, size: int) -> Iterator[int]:
+        """Wait for a slot in turn; yields how many slots are held, this one included."""
+        ticket = object()
+        with self._changed:
+            self._waiting.append(ticket)
+            self._changed.wait_for(lambda: self._waiting[0] is ticket and self.held < size)
+            self._waiting.popleft()
+            self.held += 1
+            held = self.held
+            self._changed.notify_all()  # the next in line may fit too
+        try:
+            yield held
+        finally:
+            with self._changed:
+                self.held -= 1
+                self._changed.notify_all()
+
+
+_slots = FairSlots()  # the live steps running on the CPU now
 
 
 @cache
@@ -64,18 +97,22 @@ def this_thread_uses(threads: int) -> Iterator[None]:
 
 
 @contextmanager
-def live_step_threads(device: torch.device) -> Iterator[None]:
-    """Around one live step: one thread on a CPU while another live step runs too, torch's count otherwise."""
-    global _running
-    with _lock:
-        _running += 1
-        crowded = _running > 1
-    try:
-        if crowded and device.type == "cpu":
+def live_step_threads(device: torch.device) -> Iterator[bool]:
+    """Around one live step on a CPU: wait for a core in turn, then run with one thread while another live step runs
+    too, torch's count otherwise. Yields whether another live step runs beside this one (always False on a GPU,
+    where nothing changes)."""
+    if device.type != "cpu":
+        yield False
+        return
+    with _slots.hold(cores()) as held:
+        if held > 1:
             with this_thread_uses(1):
-                yield
+                yield True
         else:
-            yield
-    finally:
-        with _lock:
-            _running -= 1
+            yield False
+
+
+@cache
+def cores() -> int:
+    """The cores torch computes on (its thread count, as the process started)."""
+    return max(1, torch.get_num_threads())

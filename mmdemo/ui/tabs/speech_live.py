@@ -110,10 +110,10 @@ class LiveSession:
             self.closed = True
             t.close()
 
-    def _step(self, samples: np.ndarray, prompt: str, language: str | None) -> dict[str, Any]:
+    def _step(self, samples: np.ndarray, prompt: str, prefix: str, language: str | None) -> dict[str, Any]:
         began = time.perf_counter()
         result = self.runtime.run("speech_live", {"model": self.model, "samples": samples, "prompt": prompt,
-                                                  "language": language})
+                                                  "prefix": prefix, "language": language})
         self.steps += 1
         self.compute += time.perf_counter() - began
         return result
