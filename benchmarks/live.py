@@ -130,8 +130,12 @@ def long_stream(clips: list[str], offline: Offline) -> tuple[np.ndarray, str, st
 
 
 def stream(name: str, samples: np.ndarray, timed: list[tuple[str, float]], step: Callable[..., dict[str, Any]],
-           options: Any, *, realtime: bool) -> StreamReport:
-    """Feed `samples` as the browser would and record when each reference word is shown and committed."""
+           options: Any, *, realtime: bool, synchronous: bool = False) -> StreamReport:
+    """Feed `samples` as the browser would and record when each reference word is shown and committed.
+
+    `synchronous`: the clock does not advance by a step's compute, so every step sees the audio up to when it was
+    due, however slow the machine (for accuracy that does not depend on the load; the lags are then meaningless).
+    """
     from mmdemo.tasks.speech.live import LiveTranscriber
 
     committed: list[Any] = []
@@ -166,7 +170,7 @@ def stream(name: str, samples: np.ndarray, timed: list[tuple[str, float]], step:
             if update.decoded:
                 report.steps.append(spent)
                 report.step_at.append(fed / 16_000)
-            clock = time.perf_counter() - start_wall if realtime else clock + spent
+            clock = time.perf_counter() - start_wall if realtime else clock + (0.0 if synchronous else spent)
             words = [w.text for w in committed]
             if words[:len(snapshot)] != snapshot:
                 report.rewritten += 1
@@ -194,6 +198,8 @@ def main() -> None:
     parser.add_argument("--clips", nargs="*", help=f"clips under {MEDIA} and/or {LONG} (default: all English + long)")
     parser.add_argument("--streams", type=int, default=1, help="simultaneous streams of each clip (threads)")
     parser.add_argument("--realtime", action="store_true", help="pace the audio by the wall clock")
+    parser.add_argument("--synchronous", action="store_true",
+                        help="steps take no simulated time: WER independent of the machine's speed (lags meaningless)")
     parser.add_argument("--step", type=float, default=None, help="min seconds of new audio per decoding step")
     parser.add_argument("--pause", type=float, default=None, help="seconds of silence that end a segment")
     parser.add_argument("--full-window", action="store_true",
@@ -245,7 +251,8 @@ def main() -> None:
         reports: list[StreamReport] = []
 
         def run_one(clip: str, samples: np.ndarray, timed: list[tuple[str, float]], reports: list) -> None:
-            reports.append(stream(clip, samples, timed, step, options, realtime=args.realtime))
+            reports.append(stream(clip, samples, timed, step, options, realtime=args.realtime,
+                                  synchronous=args.synchronous))
 
         threads = [threading.Thread(target=run_one, args=(clip, samples, timed, reports)) for _ in range(args.streams)]
         for thread in threads:
@@ -257,6 +264,15 @@ def main() -> None:
             summary["streams"] = args.streams
             results.append(summary)
             print(json.dumps(summary), flush=True)
+    clips_only = [r for r in results if r["clip"] != LONG]
+    if len({r["clip"] for r in clips_only}) > 1:  # the clips as one corpus (the first stream of each)
+        from mmdemo.testing.wer import corpus_wer
+
+        firsts = {r["clip"]: r for r in reversed(clips_only)}
+        pairs = [(manifest()[clip]["transcript"], r["text"], offline.clip(clip)[0]) for clip, r in firsts.items()]
+        print(json.dumps({"corpus": len(pairs), "words": sum(len(ref.split()) for ref, _, _ in pairs),
+                          "wer_live": round(corpus_wer([(ref, text) for ref, text, _ in pairs]), 4),
+                          "wer_offline": round(corpus_wer([(ref, off) for ref, _, off in pairs]), 4)}), flush=True)
     print(f"load afterwards {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "realtime": args.realtime, "streams": args.streams,
